@@ -1,0 +1,52 @@
+"""alexnet_kernels: hand-written kernels for AlexNet's hot path, as PyTorch custom ops.
+
+    lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0)        local response normalization (C++/CUDA)
+    max_pool2d(x, kernel_size=3, stride=2, ...)          (overlapping) max pooling (C++/CUDA)
+    relu_dropout(x, p=0.5, training=True)                fused ReLU + dropout (Triton)
+    relu(x)                                              ReLU (Triton)
+    nn.LocalResponseNorm, nn.MaxPool2d, nn.ReLUDropout   the same as modules
+    build_info()                                         what was compiled, for which GPUs
+"""
+from . import _extension
+
+_build_config = _extension.load()
+
+from . import nn  # noqa: E402
+from .lrn import lrn  # noqa: E402
+from .max_pool import max_pool2d  # noqa: E402
+from .relu_dropout import relu, relu_dropout  # noqa: E402
+
+# Each custom op of the package: its forward op, and the ops autograd calls for it.
+OPS = {
+    "lrn": ("lrn", "lrn_backward"),
+    "max_pool2d": ("max_pool2d", "max_pool2d_backward"),
+}
+
+
+def build_info() -> dict:
+    """Versions, compiled GPU architectures, and which ops have CPU and CUDA kernels."""
+    import torch
+
+    cfg = _build_config
+    return {
+        "alexnet_kernels": __version__,
+        "torch": torch.__version__,
+        "torch_built_against": cfg.TORCH_VERSION,
+        "torch_cuda": torch.version.cuda,
+        "cuda_kernels_built": cfg.WITH_CUDA,
+        "cpu_only_reason": cfg.CPU_ONLY_REASON,
+        "nvcc": cfg.NVCC,
+        "cuda_archs": cfg.CUDA_ARCH_LIST,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "ops": {
+            name: {dev.lower(): all(_extension.has_kernel(op, dev) for op in ops) for dev in ("CPU", "CUDA")}
+            for name, ops in OPS.items()
+        },
+        # Triton kernels: compiled at first use for the GPU present; on the CPU they run under
+        # TRITON_INTERPRET=1, else a PyTorch path with the same mask.
+        "triton_ops": ["relu_dropout", "relu"],
+    }
+
+
+__version__ = "0.1.0"
+__all__ = ["lrn", "max_pool2d", "relu_dropout", "relu", "nn", "build_info"]

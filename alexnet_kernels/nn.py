@@ -1,0 +1,60 @@
+"""Modules over the package's ops, drop-in for their torch.nn namesakes."""
+import torch
+
+from .lrn import lrn
+from .max_pool import max_pool2d
+from .relu_dropout import relu_dropout
+
+__all__ = ["LocalResponseNorm", "MaxPool2d", "ReLUDropout"]
+
+
+class LocalResponseNorm(torch.nn.Module):
+    """torch.nn.LocalResponseNorm on alexnet_kernels.lrn (same arguments, same results)."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lrn(x, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+class MaxPool2d(torch.nn.Module):
+    """torch.nn.MaxPool2d on alexnet_kernels.max_pool2d (same arguments, same results).
+
+    return_indices is not supported: the op keeps a one-byte window position for its own
+    backward, not torch's int64 flat indices.
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        if return_indices:
+            raise ValueError("MaxPool2d: return_indices=True is not supported (use torch.nn.MaxPool2d)")
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class ReLUDropout(torch.nn.Module):
+    """torch.nn.ReLU followed by torch.nn.Dropout(p), fused (alexnet_kernels.relu_dropout); plain
+    ReLU in eval mode."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relu_dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,76 @@
+"""Timing and reporting helpers for bench/: CUDA-event medians, peak memory, memory floors.
+
+A benchmark row is measured on the device in the same run as its reference: absolute times on a
+shared GPU drift, ratios in one run do not.
+"""
+import statistics
+import time
+
+import torch
+
+# Where the measured device-to-device copy bandwidth is cached for the session (bytes/s).
+_BANDWIDTH = {}
+
+
+def median_ms(fn, warmup: int = 10, iters: int = 50, flush_l2: bool = True) -> float:
+    """Median wall time of fn() in ms: CUDA events around each call on a GPU, perf_counter on CPU.
+
+    With flush_l2 (the default), a 256 MiB buffer is overwritten before each timed call, outside
+    the events, so that tensors smaller than the L2 cache (50 MiB on the H100) are read from
+    HBM as they would be inside a network, not from the cache the previous call warmed.
+    """
+    for _ in range(warmup):
+        fn()
+    if not torch.cuda.is_available():
+        times = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+    flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda") if flush_l2 else None
+    times = []
+    for _ in range(iters):
+        if flush is not None:
+            flush.zero_()
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+        del out
+    return statistics.median(times)
+
+
+def peak_extra_mib(fn) -> float:
+    """Peak CUDA memory allocated while fn() runs, above what was allocated before, in MiB."""
+    if not torch.cuda.is_available():
+        return float("nan")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del out
+    return peak / 2**20
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second), measured once per run
+    on a 1 GiB buffer: the memory floor's denominator."""
+    if "bw" not in _BANDWIDTH:
+        src = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
+        dst = torch.empty_like(src)
+        ms = median_ms(lambda: dst.copy_(src), warmup=5, iters=20, flush_l2=False)
+        _BANDWIDTH["bw"] = 2 * src.numel() * 4 / (ms * 1e-3)
+        del src, dst
+    return _BANDWIDTH["bw"]
+
+
+def floor_ms(nbytes: float) -> float:
+    """The fewest bytes the kernel must move over the measured bandwidth, in ms."""
+    return nbytes / copy_bandwidth() * 1e3

@@ -1,0 +1,35 @@
+// Launch helper shared by the CUDA kernels: a grid-stride loop over a flat index that calls a functor
+// wrapping an element function from the op's header (the same function the CPU kernel runs).
+#pragma once
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "../common.h"
+
+namespace alexnet_kernels {
+
+constexpr int kThreads = 256;
+
+// The loop counter is 64-bit even when index_t is 32-bit: i + stride may pass 2^31 on the way
+// out. Only the element's own index math (the expensive part) is narrowed.
+template <typename index_t, typename Op>
+__global__ void __launch_bounds__(kThreads) flat_kernel(int64_t numel, Op op) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < numel; i += stride) {
+    op(static_cast<index_t>(i));
+  }
+}
+
+// Enough blocks to cover numel once, capped so that the grid-stride loop takes over.
+template <typename index_t, typename Op>
+void launch_flat(int64_t numel, const Op& op) {
+  if (numel == 0) return;
+  const int64_t blocks = std::min<int64_t>((numel + kThreads - 1) / kThreads, int64_t(1) << 22);
+  flat_kernel<index_t><<<static_cast<unsigned>(blocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      numel, op);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace alexnet_kernels

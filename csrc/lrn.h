@@ -1,0 +1,193 @@
+// Cross-channel local response normalization (AlexNet section 3.3), the semantics of
+// torch.nn.functional.local_response_norm:
+//
+//   d[c] = k + alpha * (1/size) * sum_{q = c - size/2}^{c + (size-1)/2} x[q]^2   (zero outside [0, C))
+//   y[c] = x[c] / d[c]^beta
+//
+// Backward, with W(i) the window of output i and t[i] = g[i] * x[i] * d[i]^(-beta-1):
+//
+//   dx[j] = g[j] * d[j]^(-beta) - (2 * alpha * beta / size) * x[j] * sum_{i : j in W(i)} t[i]
+//
+// Only x is saved for backward; d is recomputed from it (cheaper than storing it: the window
+// reads hit L1/L2, and HBM traffic is what bounds this op).
+//
+// Tiling: one thread per output element, flat index taken in the output's memory order (so
+// (n, c, s) with s fastest for NCHW, (n, s, c) with c fastest for channels_last). Either way a
+// warp's loads of one window tap are coalesced and the size-1 neighbouring taps are L1 hits.
+//
+// Floor, [128, 96, 55, 55] fp32 (142 MiB): forward reads x and writes y, 297 MB, 0.10 ms at
+// 2.95 TB/s. Backward reads x and g and writes dx, 446 MB, 0.15 ms. Arithmetic: forward one pow
+// and `size` FMAs per element; backward `size` pows and size^2 FMAs per element, all from cache.
+#pragma once
+
+#include "common.h"
+
+namespace alexnet_kernels {
+
+template <typename scalar_t>
+struct LrnArgs {
+  const scalar_t* x;   // [N, C, S] with strides x_s*
+  const scalar_t* g;   // backward only: grad of y, strides g_s*
+  scalar_t* out;       // y (forward) or dx (backward), strides o_s*
+  int64_t N, C, S;
+  int64_t x_sN, x_sC, x_sS;
+  int64_t g_sN, g_sC, g_sS;
+  int64_t o_sN, o_sC, o_sS;
+  bool channels_last;  // flat index order of out: (n, s, c) if true, else (n, c, s)
+  int64_t size, pre, post;
+};
+
+template <typename acc_t>
+struct LrnCoef {
+  acc_t alpha, beta, k, inv_size_scale;  // inv_size_scale = 2 * alpha * beta / size
+  int64_t size;
+};
+
+template <typename scalar_t, typename index_t, typename Div>
+AK_HD void lrn_coords(const LrnArgs<scalar_t>& a, const Div& d_inner, const Div& d_mid, index_t i,
+                      int64_t& n, int64_t& c, int64_t& s) {
+  index_t t, inner, nn, mid;
+  d_inner.divmod(i, t, inner);
+  d_mid.divmod(t, nn, mid);
+  n = nn;
+  if (a.channels_last) {
+    c = inner;
+    s = mid;
+  } else {
+    s = inner;
+    c = mid;
+  }
+}
+
+// Sum of squares over the window of channel c of one (n, s) column.
+template <typename scalar_t, typename acc_t>
+AK_HD acc_t lrn_window_sumsq(const scalar_t* col, int64_t sC, int64_t C, int64_t c, int64_t pre,
+                             int64_t post) {
+  const int64_t lo = ak_max<int64_t>(c - pre, 0);
+  const int64_t hi = ak_min<int64_t>(c + post, C - 1);
+  acc_t sum = 0;
+  for (int64_t q = lo; q <= hi; ++q) {
+    const acc_t v = static_cast<acc_t>(col[q * sC]);
+    sum += v * v;
+  }
+  return sum;
+}
+
+// The denominator before the power, in torch's order of operations: avg * alpha + k.
+template <typename acc_t>
+AK_HD acc_t lrn_denominator(acc_t sumsq, const LrnCoef<acc_t>& k) {
+  return (sumsq / static_cast<acc_t>(k.size)) * k.alpha + k.k;
+}
+
+template <typename scalar_t, typename acc_t, typename index_t, typename Div>
+AK_HD void lrn_forward_element(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& k,
+                               const Div& d_inner, const Div& d_mid, index_t i) {
+  int64_t n, c, s;
+  lrn_coords<scalar_t, index_t, Div>(a, d_inner, d_mid, i, n, c, s);
+  const scalar_t* col = a.x + n * a.x_sN + s * a.x_sS;
+  const acc_t d = lrn_denominator(lrn_window_sumsq<scalar_t, acc_t>(col, a.x_sC, a.C, c, a.pre, a.post), k);
+  const acc_t xc = static_cast<acc_t>(col[c * a.x_sC]);
+  a.out[n * a.o_sN + c * a.o_sC + s * a.o_sS] = static_cast<scalar_t>(xc / ak_pow(d, k.beta));
+}
+
+template <typename scalar_t, typename acc_t, typename index_t, typename Div>
+AK_HD void lrn_backward_element(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& k,
+                                const Div& d_inner, const Div& d_mid, index_t i) {
+  int64_t n, j, s;
+  lrn_coords<scalar_t, index_t, Div>(a, d_inner, d_mid, i, n, j, s);
+  const scalar_t* xcol = a.x + n * a.x_sN + s * a.x_sS;
+  const scalar_t* gcol = a.g + n * a.g_sN + s * a.g_sS;
+  // Outputs i whose window holds j: i - pre <= j <= i + post.
+  const int64_t lo = ak_max<int64_t>(j - a.post, 0);
+  const int64_t hi = ak_min<int64_t>(j + a.pre, a.C - 1);
+  acc_t acc = 0, dpow_j = 0;
+  for (int64_t q = lo; q <= hi; ++q) {
+    const acc_t d = lrn_denominator(lrn_window_sumsq<scalar_t, acc_t>(xcol, a.x_sC, a.C, q, a.pre, a.post), k);
+    const acc_t dpow = ak_pow(d, -k.beta);
+    if (q == j) dpow_j = dpow;
+    acc += static_cast<acc_t>(gcol[q * a.g_sC]) * static_cast<acc_t>(xcol[q * a.x_sC]) * (dpow / d);
+  }
+  const acc_t gj = static_cast<acc_t>(gcol[j * a.g_sC]);
+  const acc_t xj = static_cast<acc_t>(xcol[j * a.x_sC]);
+  a.out[n * a.o_sN + j * a.o_sC + s * a.o_sS] = static_cast<scalar_t>(gj * dpow_j - k.inv_size_scale * xj * acc);
+}
+
+}  // namespace alexnet_kernels
+
+#include <ATen/ATen.h>
+
+namespace alexnet_kernels {
+
+// Host side, shared by the CPU and CUDA entry points: argument checks, the output's layout (the
+// Python fake mirrors this rule: alexnet_kernels/_layout.py), and the kernel arguments.
+
+inline at::MemoryFormat lrn_out_format(const at::Tensor& x) {
+  if (x.is_contiguous()) return at::MemoryFormat::Contiguous;
+  if (x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast)) return at::MemoryFormat::ChannelsLast;
+  if (x.dim() == 5 && x.is_contiguous(at::MemoryFormat::ChannelsLast3d)) return at::MemoryFormat::ChannelsLast3d;
+  return at::MemoryFormat::Contiguous;
+}
+
+inline void lrn_check(const at::Tensor& x, int64_t size, const char* name = "x") {
+  TORCH_CHECK_VALUE(x.dim() >= 3, "lrn: ", name, " must have 3 or more dims (N, C, ...), got shape ", x.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "lrn: ", name,
+                   " must be a floating-point tensor, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(size > 0, "lrn: size must be positive, got ", size);
+}
+
+inline void lrn_backward_check(const at::Tensor& grad, const at::Tensor& x, int64_t size) {
+  lrn_check(x, size);
+  TORCH_CHECK(grad.device() == x.device(), "lrn_backward: grad is on ", grad.device(), " but x is on ", x.device());
+  TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), "lrn_backward: grad shape ", grad.sizes(),
+                    " does not match x shape ", x.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), "lrn_backward: grad dtype ", grad.scalar_type(),
+                   " does not match x dtype ", x.scalar_type());
+}
+
+// [N, C, S] view of a 3+-dim tensor (a copy only where the spatial dims cannot be merged).
+inline at::Tensor lrn_as_3d(const at::Tensor& t) {
+  const int64_t N = t.size(0), C = t.size(1);
+  return t.reshape({N, C, N * C == 0 ? 0 : t.numel() / (N * C)});
+}
+
+template <typename scalar_t>
+inline LrnArgs<scalar_t> lrn_args(const at::Tensor& x3, const at::Tensor* g3, at::Tensor& out3,
+                                  at::MemoryFormat fmt, int64_t size) {
+  LrnArgs<scalar_t> a;
+  a.x = x3.const_data_ptr<scalar_t>();
+  a.g = g3 ? g3->const_data_ptr<scalar_t>() : nullptr;
+  a.out = out3.mutable_data_ptr<scalar_t>();
+  a.N = x3.size(0); a.C = x3.size(1); a.S = x3.size(2);
+  a.x_sN = x3.stride(0); a.x_sC = x3.stride(1); a.x_sS = x3.stride(2);
+  if (g3) { a.g_sN = g3->stride(0); a.g_sC = g3->stride(1); a.g_sS = g3->stride(2); }
+  else { a.g_sN = a.g_sC = a.g_sS = 0; }
+  a.o_sN = out3.stride(0); a.o_sC = out3.stride(1); a.o_sS = out3.stride(2);
+  a.channels_last = fmt != at::MemoryFormat::Contiguous;
+  a.size = size; a.pre = size / 2; a.post = (size - 1) / 2;
+  return a;
+}
+
+template <typename acc_t>
+inline LrnCoef<acc_t> lrn_coef(int64_t size, double alpha, double beta, double k) {
+  LrnCoef<acc_t> c;
+  c.alpha = static_cast<acc_t>(alpha);
+  c.beta = static_cast<acc_t>(beta);
+  c.k = static_cast<acc_t>(k);
+  c.inv_size_scale = static_cast<acc_t>(2.0 * alpha * beta / static_cast<double>(size));
+  c.size = size;
+  return c;
+}
+
+// Calls launch(inner, mid, index_tag) with the flat-index dividers of the output order (inner is
+// the fastest-varying dim), 32-bit fast ones where the flat index fits.
+template <typename scalar_t, typename Launch>
+inline void with_lrn_dividers(const LrnArgs<scalar_t>& a, int64_t numel, Launch launch) {
+  const int64_t inner = a.channels_last ? a.C : a.S, mid = a.channels_last ? a.S : a.C;
+  if (numel < kInt32Limit) {
+    launch(FastDivmod32(inner), FastDivmod32(mid), int32_t{});
+  } else {
+    launch(Divmod64(inner), Divmod64(mid), int64_t{});
+  }
+}
+
+}  // namespace alexnet_kernels

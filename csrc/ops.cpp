@@ -1,0 +1,29 @@
+// The op registry: every op's schema, in one place. Kernels register themselves per device in
+// csrc/cpu/*.cpp and csrc/cuda/*.cu; fake (meta) kernels and autograd are in Python, next to each
+// op's wrapper (alexnet_kernels/<op>.py).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import alexnet_kernels._C` loads this shared object, which runs the static registrations
+// below. The module itself is empty: the ops are reached through torch.ops.alexnet_kernels.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(alexnet_kernels, m) {
+  m.def("lrn(Tensor x, int size, float alpha, float beta, float k) -> Tensor");
+  m.def("lrn_backward(Tensor grad, Tensor x, int size, float alpha, float beta, float k) -> Tensor");
+  // index: one uint8 per output, the winner's position in its window (kh * kW + kw); empty
+  // unless with_index. Backward reads it, or, for windows of more than 256 taps, recomputes the
+  // winner from x.
+  m.def(
+      "max_pool2d(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode, bool with_index) -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_backward(Tensor grad, Tensor? index, Tensor? x, SymInt[4] input_size, "
+      "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, "
+      "bool channels_last) -> Tensor");
+}

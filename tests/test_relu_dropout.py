@@ -1,0 +1,479 @@
+"""Correctness tests for alexnet_kernels.relu_dropout (fused ReLU + dropout, and ReLU).
+
+Runs on CPU under the Triton interpreter (the root conftest sets TRITON_INTERPRET=1 when no GPU is
+visible) and on CUDA when present.  Tensors are kept <= ~1e6 elements because the interpreter is
+slow; the > 2**31-element test is CUDA-only.
+
+The oracle for the random mask is ``_keep_mask_reference``: a pure-PyTorch Philox-4x32-10 of the
+same (key, 64-bit counter) stream, so the kernel's mask is checked bit for bit, not just in
+distribution.
+"""
+import importlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+rdm = importlib.import_module("alexnet_kernels.relu_dropout")  # the module, whatever __init__ exports
+relu_dropout = rdm.relu_dropout
+relu = rdm.relu
+ops = torch.ops.alexnet_kernels
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device visible")),
+]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DTYPE_IDS = ["fp32", "fp16", "bf16"]
+INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16,
+            torch.float64: torch.int64}
+
+
+def bits(t):
+    return t.contiguous().view(INT_VIEW[t.dtype])
+
+
+def assert_bitwise_equal(a, b):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    eq = bits(a) == bits(b)
+    assert bool(eq.all()), f"{int((~eq).sum())} of {a.numel()} elements differ"
+
+
+def randn_nonzero(*shape, dtype=torch.float32, device="cpu", gen=None):
+    """Random input with no exact zeros (so x > 0 / x < 0 are unambiguous)."""
+    x = torch.randn(*shape, generator=gen, device="cpu", dtype=torch.float32)
+    x = torch.where(x == 0, torch.full_like(x, 0.5), x)
+    x = x.to(dtype)
+    x = torch.where(x == 0, torch.full_like(x, 0.5), x)
+    return x.to(device)
+
+
+def cpu_gen(seed):
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def dev_gen(device, seed):
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def expected_forward(x, keep, p):
+    """relu(x) * keep / (1-p): one fp32 multiply by fp32(1/(1-p)), rounded once to x.dtype."""
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=torch.float32, device=x.device)
+    kept = (x.float() * scale).to(x.dtype)
+    return torch.where(keep & (x > 0), kept, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def expected_backward(g, x, keep, p):
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=torch.float32, device=g.device)
+    scaled = (g.float() * scale).to(g.dtype)
+    return torch.where(keep & (x > 0), scaled, torch.zeros((), dtype=g.dtype, device=g.device))
+
+
+def replay_seed(x, gen):
+    """The [key, counter base] that relu_dropout(x, generator=gen) is about to draw."""
+    clone = torch.Generator(device=gen.device)
+    clone.set_state(gen.get_state())
+    return rdm._draw_seed(x, clone)
+
+
+# ------------------------------------------------------------------------------------------------
+# distribution of the mask
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_kept_fraction_within_5_sigma(device, p):
+    n = 1 << 20
+    x = (torch.rand(n, generator=cpu_gen(1)) + 0.25).to(device)  # all positive
+    y = relu_dropout(x, p, generator=dev_gen(device, 2))
+    keep = (y != 0).cpu()
+
+    def check(k, count):
+        mean, sigma = count * (1 - p), math.sqrt(count * p * (1 - p))
+        assert abs(int(k.sum()) - mean) < 5 * sigma, (int(k.sum()), mean, sigma)
+
+    check(keep, n)
+    # each of the four Philox outputs (element index mod 4) is unbiased
+    for lane in range(4):
+        check(keep[lane::4], n // 4)
+    # neighbours are independent: P(both kept) == (1-p)^2, within 5 sigma
+    both = (keep[:-1] & keep[1:]).double().mean().item()
+    q = (1 - p) ** 2
+    assert abs(both - q) < 5 * math.sqrt(q * (1 - q) / (n - 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# exact values
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_forward_matches_philox_reference_bitwise(device, dtype, p):
+    # 100011 elements: not a multiple of 4, several programs on the GPU and on the interpreter
+    x = randn_nonzero(3, 33337, dtype=dtype, device=device, gen=cpu_gen(3))
+    seed = torch.tensor([0x1234_5678_9ABC_DEF, 0x3_0000_0001_2345], dtype=torch.int64, device=device)
+    y = ops.relu_dropout_fwd(x, seed, p)
+    assert_bitwise_equal(y, rdm._relu_dropout_reference(x, seed, p))
+    keep = rdm._keep_mask_reference(seed, x.numel(), p, device).view(x.shape)
+    assert_bitwise_equal(y, expected_forward(x, keep, p))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_64bit_philox_counter(device):
+    """The Philox counter is 64-bit: counters crossing 2**32 carry into the high word (checked
+    against the reference), and counter c + 2**32 does not repeat counter c's random stream (it
+    would if the counter were truncated to 32 bits, i.e. beyond 2**32 groups of elements)."""
+    n = 4096
+    x = (torch.rand(n, generator=cpu_gen(4)) + 0.5).to(device)
+    key = 987654321987654321
+
+    def run(base):
+        seed = torch.tensor([key, base], dtype=torch.int64, device=device)
+        y = ops.relu_dropout_fwd(x, seed, 0.5)
+        assert_bitwise_equal(y, rdm._relu_dropout_reference(x, seed, 0.5))
+        return y != 0
+
+    run(2**32 - 300)  # groups 0..1023 cross the 2**32 boundary
+    assert not torch.equal(run(0), run(2**32))
+    assert not torch.equal(run(5), run(5 + 2**40))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_kept_values_and_backward_exact(device, dtype, p):
+    gen = dev_gen(device, 5)
+    x = randn_nonzero(257, 129, dtype=dtype, device=device, gen=cpu_gen(6)).requires_grad_()
+    seed = replay_seed(x, gen)
+    keep = rdm._keep_mask_reference(seed, x.numel(), p, device).view(x.shape)
+
+    y = relu_dropout(x, p, generator=gen)
+    assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
+    assert_bitwise_equal(y.detach(), expected_forward(x.detach(), keep, p))
+    # kept values are relu(x) / (1-p) in x's dtype to within one rounding (1 ulp)
+    ref = torch.where(keep, F.relu(x.detach()) / (1 - p), torch.zeros((), dtype=dtype, device=device))
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(y.detach(), ref, rtol=eps, atol=0)
+
+    g = randn_nonzero(257, 129, dtype=dtype, device=device, gen=cpu_gen(7))
+    y.backward(g)
+    assert_bitwise_equal(x.grad, expected_backward(g, x.detach(), keep, p))
+    # the same as autograd through torch's relu * mask / (1 - p)
+    xt = x.detach().float().requires_grad_()
+    (F.relu(xt) * keep / (1 - p)).backward(g.float())
+    torch.testing.assert_close(x.grad.float(), xt.grad, rtol=eps, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_float64(device):
+    x = randn_nonzero(7, 9, dtype=torch.float64, device=device, gen=cpu_gen(8)).requires_grad_()
+    seed = torch.tensor([11, 22], dtype=torch.int64, device=device)
+    assert torch.autograd.gradcheck(lambda t: ops.relu_dropout_fwd(t, seed, 0.4), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: ops.relu_dropout_fwd(t, seed, 0.4), (x,))
+    assert torch.autograd.gradcheck(ops.relu_fwd, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_fp32(device):
+    x = randn_nonzero(1000, device=device, gen=cpu_gen(9)).requires_grad_()
+    gen = dev_gen(device, 10)
+    y = relu_dropout(x, 0.25, generator=gen)
+    g = randn_nonzero(1000, device=device, gen=cpu_gen(11)).requires_grad_()
+    (dx,) = torch.autograd.grad(y, x, g, create_graph=True)
+    v = randn_nonzero(1000, device=device, gen=cpu_gen(12))
+    (dg,) = torch.autograd.grad((dx * v).sum(), g)
+    live = y.detach() > 0
+    scale = torch.tensor(1 / 0.75, dtype=torch.float32, device=device)
+    assert_bitwise_equal(dg, torch.where(live, v * scale, torch.zeros((), device=device)))
+
+
+# ------------------------------------------------------------------------------------------------
+# random state
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_seed_reproducibility_and_fresh_masks(device):
+    x = (torch.rand(4099, generator=cpu_gen(13)) + 0.5).to(device)
+    torch.manual_seed(1234)
+    a1 = relu_dropout(x, 0.5)
+    a2 = relu_dropout(x, 0.5)
+    torch.manual_seed(1234)
+    b1 = relu_dropout(x, 0.5)
+    b2 = relu_dropout(x, 0.5)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)  # manual_seed reproduces the run
+    assert not torch.equal(a1, a2)  # consecutive calls draw different masks
+    torch.manual_seed(4321)
+    assert not torch.equal(relu_dropout(x, 0.5), a1)
+
+    # explicit generators: same seed -> same mask, different seed -> different mask, and the
+    # default generator is not consumed
+    state = torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state()
+    c1 = relu_dropout(x, 0.5, generator=dev_gen(device, 7))
+    c2 = relu_dropout(x, 0.5, generator=dev_gen(device, 7))
+    c3 = relu_dropout(x, 0.5, generator=dev_gen(device, 8))
+    after = torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state()
+    assert torch.equal(state, after)
+    assert torch.equal(c1, c2) and not torch.equal(c1, c3)
+    # a CPU generator may drive a tensor on any device
+    d1 = relu_dropout(x, 0.5, generator=cpu_gen(9))
+    d2 = relu_dropout(x, 0.5, generator=cpu_gen(9))
+    assert torch.equal(d1, d2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_eval_and_p0_are_exactly_relu(device, dtype):
+    x = randn_nonzero(300, 301, dtype=dtype, device=device, gen=cpu_gen(14))
+    g = randn_nonzero(300, 301, dtype=dtype, device=device, gen=cpu_gen(15))
+    ref_x = x.clone().requires_grad_()
+    torch.relu(ref_x).backward(g)
+
+    state = torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state()
+    for fn in (lambda t: relu_dropout(t, 0.5, training=False),
+               lambda t: relu_dropout(t, 0.0, training=True),
+               lambda t: relu_dropout(t, 0, True),
+               relu):
+        xx = x.clone().requires_grad_()
+        y = fn(xx)
+        assert_bitwise_equal(y.detach(), torch.relu(x))
+        y.backward(g)
+        assert_bitwise_equal(xx.grad, ref_x.grad)
+    after = torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state()
+    assert torch.equal(state, after)  # no random numbers drawn for eval / p = 0
+
+
+# ------------------------------------------------------------------------------------------------
+# memory: what autograd saves
+# ------------------------------------------------------------------------------------------------
+
+
+def saved_tensors_of(fn, x):
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fn(x)
+    return y, saved
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_autograd_saves_only_the_output(device, dtype):
+    x = randn_nonzero(64, 1000, dtype=dtype, device=device, gen=cpu_gen(16)).requires_grad_()
+    for fn in (lambda t: relu_dropout(t, 0.5, generator=dev_gen(device, 1)), relu):
+        y, saved = saved_tensors_of(fn, x)
+        assert len(saved) == 1, [tuple(s.shape) for s in saved]
+        (s,) = saved
+        # it is y itself: no mask, no copy of x, no seed
+        assert s.data_ptr() == y.data_ptr() and s.shape == y.shape and s.dtype == dtype
+        nbytes = sum(t.numel() * t.element_size() for t in saved)
+        assert nbytes == x.numel() * x.element_size()
+    # torch's unfused relu + dropout saves the relu output and a mask on top of that
+    _, torch_saved = saved_tensors_of(lambda t: F.dropout(F.relu(t), 0.5, True), x)
+    assert sum(t.numel() * t.element_size() for t in torch_saved) > nbytes
+
+
+# ------------------------------------------------------------------------------------------------
+# shapes, layouts, dtypes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("layout", ["transposed", "sliced", "channels_last"])
+def test_non_contiguous_input(device, dtype, layout):
+    if layout == "channels_last":
+        base = randn_nonzero(4, 6, 9, 11, dtype=dtype, device=device, gen=cpu_gen(17))
+        base = base.to(memory_format=torch.channels_last).requires_grad_()
+        x = base
+    else:
+        base = randn_nonzero(97, 130, dtype=dtype, device=device, gen=cpu_gen(18)).requires_grad_()
+        x = base.t() if layout == "transposed" else base[3:90:2, 1::3]
+    assert not x.is_contiguous()
+    p = 0.4
+    gen = dev_gen(device, 19)
+    seed = replay_seed(x, gen)
+    y = relu_dropout(x, p, generator=gen)
+    assert y.shape == x.shape and y.is_contiguous()  # output layout: contiguous, x's shape
+    # the mask follows the row-major index of x, i.e. same as for x.contiguous()
+    assert_bitwise_equal(y.detach(), ops.relu_dropout_fwd(x.detach().contiguous(), seed, p))
+
+    g = randn_nonzero(*x.shape, dtype=dtype, device=device, gen=cpu_gen(20))
+    y.backward(g)
+    keep = rdm._keep_mask_reference(seed, x.numel(), p, device).view(x.shape)
+    expected = torch.zeros_like(base)
+    expected_view = expected.t() if layout == "transposed" else (
+        expected[3:90:2, 1::3] if layout == "sliced" else expected)
+    expected_view.copy_(expected_backward(g, x.detach(), keep, p))
+    assert_bitwise_equal(base.grad, expected)
+
+    # relu on the same non-contiguous input
+    assert_bitwise_equal(relu(x.detach()), torch.relu(x.detach()).contiguous())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0,), (3, 0, 5)])
+def test_empty_tensor(device, shape):
+    for fn in (lambda t: relu_dropout(t, 0.5), lambda t: relu_dropout(t, 0.5, False), relu):
+        x = torch.empty(shape, device=device).requires_grad_()
+        y = fn(x)
+        assert y.shape == x.shape
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+    for p in (0.5, 0.0):
+        out = ops.relu_dropout_fwd(torch.empty(shape, device=device),
+                                   torch.zeros(2, dtype=torch.int64, device=device), p)
+        assert out.shape == shape
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scalar_and_odd_sizes(device):
+    for shape in [(), (1,), (3,), (5,), (4097,)]:
+        x = (torch.rand(shape, generator=cpu_gen(21)) + 0.5).to(device)
+        seed = torch.tensor([5, 6], dtype=torch.int64, device=device)
+        assert_bitwise_equal(ops.relu_dropout_fwd(x, seed, 0.5),
+                             rdm._relu_dropout_reference(x, seed, 0.5))
+
+
+# ------------------------------------------------------------------------------------------------
+# argument validation
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_p", [-0.1, 1.5, float("nan"), float("inf"), "0.5", None])
+def test_invalid_p_raises(bad_p):
+    x = torch.randn(8)
+    with pytest.raises(ValueError, match="p"):
+        relu_dropout(x, bad_p)
+    with pytest.raises(ValueError, match="p"):
+        relu_dropout(x, bad_p, training=False)
+
+
+def test_p_equal_one_rejected_clearly():
+    with pytest.raises(ValueError, match=r"p=1"):
+        relu_dropout(torch.randn(8), 1.0)
+    with pytest.raises(ValueError, match=r"p=1"):
+        relu_dropout(torch.randn(8), 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8])
+def test_non_floating_dtype_raises_type_error(dtype):
+    x = torch.ones(8, dtype=dtype)
+    with pytest.raises(TypeError, match="x"):
+        relu_dropout(x, 0.5)
+    with pytest.raises(TypeError, match="x"):
+        relu(x)
+
+
+def test_op_validates_p_and_seed_when_called_directly():
+    x = torch.randn(8)
+    good = torch.zeros(2, dtype=torch.int64)
+    with pytest.raises(ValueError, match="p"):
+        ops.relu_dropout_fwd(x, good, 1.0)
+    for bad in (torch.zeros(2, dtype=torch.int32), torch.zeros(3, dtype=torch.int64)):
+        with pytest.raises(ValueError, match="seed"):
+            ops.relu_dropout_fwd(x, bad, 0.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.library / torch.compile
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x = randn_nonzero(5, 37, device=device, gen=cpu_gen(22))
+    g = randn_nonzero(5, 37, device=device, gen=cpu_gen(23))
+    seed = torch.tensor([1, 2], dtype=torch.int64, device=device)
+    y = ops.relu_dropout_fwd(x, seed, 0.5)
+    r = ops.relu_fwd(x)
+    torch.library.opcheck(ops.relu_dropout_fwd, (x.clone().requires_grad_(), seed, 0.5))
+    torch.library.opcheck(ops.relu_dropout_bwd, (g.clone().requires_grad_(), y, 0.5))
+    torch.library.opcheck(ops.relu_fwd, (x.clone().requires_grad_(),))
+    torch.library.opcheck(ops.relu_bwd, (g.clone().requires_grad_(), r))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_forward_backward(device):
+    torch._dynamo.reset()
+
+    def f(t):
+        return relu_dropout(t, 0.5, True) * 3.0 + relu(t)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    x0 = randn_nonzero(33, 65, device=device, gen=cpu_gen(24))
+    g = randn_nonzero(33, 65, device=device, gen=cpu_gen(25))
+
+    x = x0.clone().requires_grad_()
+    torch.manual_seed(99)
+    y = compiled(x)
+    y.backward(g)
+
+    xe = x0.clone().requires_grad_()
+    torch.manual_seed(99)
+    ye = f(xe)
+    ye.backward(g)
+    # aot_eager runs the same ops on the same default generator as eager
+    assert_bitwise_equal(y.detach(), ye.detach())
+    assert_bitwise_equal(x.grad, xe.grad)
+
+    # and the gradient is the documented one: 3 * g * 2 where kept & x > 0, + g where x > 0
+    dropped_out = (y.detach() - torch.relu(x0)) / 3.0
+    live = dropped_out > 0
+    torch.testing.assert_close(x.grad, torch.where(live, g * 6.0, 0.0) + torch.where(x0 > 0, g, 0.0))
+
+
+# ------------------------------------------------------------------------------------------------
+# > 2**31 elements (CUDA only)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.large
+@pytest.mark.skipif(not HAS_CUDA, reason="> 2**31-element test needs a CUDA device (interpreter too slow)")
+def test_more_than_2_31_elements_cuda():
+    n = 2**31 + 4101
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2**30:
+        pytest.skip("needs ~24 GiB of free GPU memory")
+    gen = torch.Generator(device="cuda").manual_seed(26)
+    x = torch.rand(n, device="cuda", dtype=torch.bfloat16, generator=gen).add_(0.5).requires_grad_()
+    seed = replay_seed(x, gen)
+    y = relu_dropout(x, 0.5, generator=gen)
+    kept = int((y != 0).sum())
+    assert abs(kept - n / 2) < 5 * math.sqrt(n / 4)
+    g = torch.rand(n, device="cuda", dtype=torch.bfloat16, generator=gen).add_(0.5)
+    (dx,) = torch.autograd.grad(y, x, g)
+    # check exactly a window across the 2**31 element boundary and the tail
+    for start in (2**31 - 20_000, (n - 40_000) // 4 * 4):
+        end = min(start + 40_000, n)
+        keep = rdm._keep_mask_reference(seed, end - start, 0.5, "cuda", start=start)
+        xs = x.detach()[start:end]
+        assert_bitwise_equal(y.detach()[start:end], expected_forward(xs, keep, 0.5))
+        assert_bitwise_equal(dx[start:end], expected_backward(g[start:end], xs, keep, 0.5))
+    del x, y, g, dx
+    torch.cuda.empty_cache()
+
+
+def test_module():
+    import alexnet_kernels as ak
+
+    m = ak.nn.ReLUDropout(0.5)
+    x = torch.randn(64, 256)
+    torch.manual_seed(0)
+    y = m(x)
+    kept = y != 0
+    assert torch.equal(y[kept], 2 * x[kept]) and (x[kept] > 0).all()
+    # About half of the positive elements survive (p = 0.5; 8k positives: 0.4-0.6 is > 15 sigma).
+    assert 0.4 < kept.sum().item() / (x > 0).sum().item() < 0.6
+    m.eval()
+    assert torch.equal(m(x), torch.relu(x))
+    assert "p=0.5" in repr(m)
