@@ -25,6 +25,7 @@ namespace alexnet_kernels {
 struct PoolGeom {
   int H, W, OH, OW;
   int kH, kW, sH, sW, pH, pW, dH, dW;
+  FastDivmod32 div_sH, div_sW;  // backward divides by the stride for every input element
 };
 
 // Position of the window's winner (kh * kW + kw) and its value, scanning like torch.
@@ -106,11 +107,18 @@ struct PoolBwdArgs {
 };
 
 // Outputs whose window covers input coordinate h along one axis: oh in [lo, hi].
-AK_HD void pool_covering(int h, int p, int k, int s, int d, int out, int& lo, int& hi) {
-  const int top = h + p;                 // = oh * s + kh * d
+AK_HD void pool_covering(int h, int p, int k, const FastDivmod32& div_s, int d, int out, int& lo, int& hi) {
+  const int top = h + p;  // = oh * s + kh * d
   const int reach = (k - 1) * d;
-  lo = top > reach ? (top - reach + s - 1) / s : 0;
-  hi = ak_min(top / s, out - 1);
+  int q, r;
+  if (top > reach) {
+    div_s.divmod(top - reach, q, r);
+    lo = q + (r != 0);
+  } else {
+    lo = 0;
+  }
+  div_s.divmod(top, q, r);
+  hi = ak_min(q, out - 1);
 }
 
 template <typename scalar_t, typename acc_t, typename index_t, typename Div>
@@ -121,18 +129,18 @@ AK_HD void max_pool_backward_element(const PoolBwdArgs<scalar_t>& a, const Div& 
   pool_coords<index_t, Div>(a.channels_last, d0, d1, d2, i, n, c, h, w);
   const PoolGeom& g = a.g;
   int oh_lo, oh_hi, ow_lo, ow_hi;
-  pool_covering(h, g.pH, g.kH, g.sH, g.dH, g.OH, oh_lo, oh_hi);
-  pool_covering(w, g.pW, g.kW, g.sW, g.dW, g.OW, ow_lo, ow_hi);
+  pool_covering(h, g.pH, g.kH, g.div_sH, g.dH, g.OH, oh_lo, oh_hi);
+  pool_covering(w, g.pW, g.kW, g.div_sW, g.dW, g.OW, ow_lo, ow_hi);
   const scalar_t* gplane = a.grad + n * a.g_sN + c * a.g_sC;
   acc_t acc = 0;
   for (int oh = oh_lo; oh <= oh_hi; ++oh) {
-    const int dh = h + g.pH - oh * g.sH;
-    if (dh % g.dH != 0) continue;
-    const int kh = dh / g.dH;
+    const int dh = h + g.pH - oh * g.sH;  // = kh * dH
+    if (g.dH != 1 && dh % g.dH != 0) continue;
+    const int kh = g.dH == 1 ? dh : dh / g.dH;
     for (int ow = ow_lo; ow <= ow_hi; ++ow) {
       const int dw = w + g.pW - ow * g.sW;
-      if (dw % g.dW != 0) continue;
-      const int kw = dw / g.dW;
+      if (g.dW != 1 && dw % g.dW != 0) continue;
+      const int kw = g.dW == 1 ? dw : dw / g.dW;
       int pos;
       if (a.index) {
         pos = a.index[n * a.i_sN + c * a.i_sC + oh * a.i_sH + ow * a.i_sW];
@@ -201,6 +209,7 @@ inline PoolGeom pool_geom(const at::Tensor& x, at::IntArrayRef kernel_size, at::
   g.sH = static_cast<int>(stride[0]); g.sW = static_cast<int>(stride[1]);
   g.pH = static_cast<int>(padding[0]); g.pW = static_cast<int>(padding[1]);
   g.dH = static_cast<int>(dilation[0]); g.dW = static_cast<int>(dilation[1]);
+  g.div_sH = FastDivmod32(g.sH); g.div_sW = FastDivmod32(g.sW);
   return g;
 }
 

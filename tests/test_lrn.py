@@ -20,6 +20,8 @@ CASES = [
     ((2, 4, 6), 3, 2.0, 0.75, 1.0),        # 3-D (N, C, L)
     ((1, 6, 2, 3, 5), 6, 0.3, 0.9, 1.5),   # 5-D (N, C, D, H, W)
     ((5, 33, 1, 1), 2, 1.0, 0.6, 3.0),     # fc-like, even size
+    ((2, 3, 4, 5), 5, 0.7, 0.75, 1.0),     # size 5 (the register path) with C < size
+    ((1, 6, 3, 3), 5, 1e-4, 0.75, 2.0),    # size 5, C = 6: every window clipped on some side
 ]
 
 

@@ -56,9 +56,15 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad, const at::Tensor& x, int64_t
     using acc_t = at::opmath_type<scalar_t>;
     const auto a = lrn_args<scalar_t>(x3, &g3, dx3, fmt, size);
     const auto coef = lrn_coef<acc_t>(size, alpha, beta, k);
-    run_lrn_cpu(a, x.numel(), [&](const LrnArgs<scalar_t>& args, const auto& di, const auto& dm, auto i) {
-      lrn_backward_element<scalar_t, acc_t>(args, coef, di, dm, i);
-    });
+    if (size == 5) {
+      run_lrn_cpu(a, x.numel(), [&](const LrnArgs<scalar_t>& args, const auto& di, const auto& dm, auto i) {
+        lrn_backward_element<scalar_t, acc_t, 5>(args, coef, di, dm, i);
+      });
+    } else {
+      run_lrn_cpu(a, x.numel(), [&](const LrnArgs<scalar_t>& args, const auto& di, const auto& dm, auto i) {
+        lrn_backward_element<scalar_t, acc_t, 0>(args, coef, di, dm, i);
+      });
+    }
   });
   return dx;
 }

@@ -9,26 +9,29 @@
 namespace alexnet_kernels {
 namespace {
 
-template <typename scalar_t, typename acc_t, typename Div, bool kBackward>
+// kPass: kLrnForward, or backward with the window size known at compile time (0: any size).
+constexpr int kLrnForward = -1;
+
+template <typename scalar_t, typename acc_t, typename Div, int kPass>
 struct LrnOp {
   LrnArgs<scalar_t> a;
   LrnCoef<acc_t> coef;
   Div inner, mid;
   template <typename index_t>
   __device__ void operator()(index_t i) const {
-    if constexpr (kBackward) {
-      lrn_backward_element<scalar_t, acc_t>(a, coef, inner, mid, i);
+    if constexpr (kPass != kLrnForward) {
+      lrn_backward_element<scalar_t, acc_t, kPass>(a, coef, inner, mid, i);
     } else {
       lrn_forward_element<scalar_t, acc_t>(a, coef, inner, mid, i);
     }
   }
 };
 
-template <typename scalar_t, typename acc_t, bool kBackward>
+template <typename scalar_t, typename acc_t, int kPass>
 void launch_lrn(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& coef, int64_t numel) {
   with_lrn_dividers(a, numel, [&](auto inner, auto mid, auto tag) {
     using Div = decltype(inner);
-    launch_flat<decltype(tag)>(numel, LrnOp<scalar_t, acc_t, Div, kBackward>{a, coef, inner, mid});
+    launch_flat<decltype(tag)>(numel, LrnOp<scalar_t, acc_t, Div, kPass>{a, coef, inner, mid});
   });
 }
 
@@ -43,7 +46,7 @@ at::Tensor lrn_cuda(const at::Tensor& x, int64_t size, double alpha, double beta
   at::Tensor y3 = lrn_as_3d(y);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    launch_lrn<scalar_t, acc_t, false>(lrn_args<scalar_t>(x3, nullptr, y3, fmt, size),
+    launch_lrn<scalar_t, acc_t, kLrnForward>(lrn_args<scalar_t>(x3, nullptr, y3, fmt, size),
                                        lrn_coef<acc_t>(size, alpha, beta, k), x.numel());
   });
   return y;
@@ -62,8 +65,13 @@ at::Tensor lrn_backward_cuda(const at::Tensor& grad, const at::Tensor& x, int64_
   at::Tensor dx3 = lrn_as_3d(dx);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    launch_lrn<scalar_t, acc_t, true>(lrn_args<scalar_t>(x3, &g3, dx3, fmt, size),
-                                      lrn_coef<acc_t>(size, alpha, beta, k), x.numel());
+    const auto a = lrn_args<scalar_t>(x3, &g3, dx3, fmt, size);
+    const auto coef = lrn_coef<acc_t>(size, alpha, beta, k);
+    if (size == 5) {
+      launch_lrn<scalar_t, acc_t, 5>(a, coef, x.numel());
+    } else {
+      launch_lrn<scalar_t, acc_t, 0>(a, coef, x.numel());
+    }
   });
   return dx;
 }
