@@ -1,23 +1,27 @@
 """alexnet_kernels: hand-written kernels for AlexNet's hot path, as PyTorch custom ops.
 
+    conv2d(x, w, b, stride, padding, *, relu=False)      convolution (+ReLU): reference kernels
     lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0)        local response normalization (C++/CUDA)
     max_pool2d(x, kernel_size=3, stride=2, ...)          (overlapping) max pooling (C++/CUDA)
     relu_dropout(x, p=0.5, training=True)                fused ReLU + dropout (Triton)
     relu(x)                                              ReLU (Triton)
-    nn.LocalResponseNorm, nn.MaxPool2d, nn.ReLUDropout   the same as modules
+    nn.Conv2d, nn.LocalResponseNorm, nn.MaxPool2d, nn.ReLU, nn.ReLUDropout   the same as modules
+    models.alexnet(variant="paper"|"torchvision", backend="custom"|"torch", devices=None)
     build_info()                                         what was compiled, for which GPUs
 """
 from . import _extension
 
 _build_config = _extension.load()
 
-from . import nn  # noqa: E402
+from . import models, nn  # noqa: E402
+from .conv import conv2d  # noqa: E402
 from .lrn import lrn  # noqa: E402
 from .max_pool import max_pool2d  # noqa: E402
 from .relu_dropout import relu, relu_dropout  # noqa: E402
 
 # Each custom op of the package: its forward op, and the ops autograd calls for it.
 OPS = {
+    "conv2d": ("conv2d", "conv2d_backward"),
     "lrn": ("lrn", "lrn_backward"),
     "max_pool2d": ("max_pool2d", "max_pool2d_backward"),
 }
@@ -49,4 +53,4 @@ def build_info() -> dict:
 
 
 __version__ = "0.1.0"
-__all__ = ["lrn", "max_pool2d", "relu_dropout", "relu", "nn", "build_info"]
+__all__ = ["conv2d", "lrn", "max_pool2d", "relu_dropout", "relu", "nn", "models", "build_info"]

@@ -19,14 +19,14 @@ __all__ = ["max_pool2d"]
 IntOrPair = Union[int, Sequence[int]]
 
 
-def _pair(value: IntOrPair, name: str) -> Tuple[int, int]:
+def _pair(value: IntOrPair, name: str, op: str = "max_pool2d") -> Tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     if isinstance(value, (tuple, list, torch.Size)) and len(value) in (1, 2) and all(
         isinstance(v, int) and not isinstance(v, bool) for v in value
     ):
         return (value[0], value[-1])
-    raise TypeError(f"max_pool2d: {name} must be an int or a pair of ints, got {value!r}")
+    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
 
 
 def max_pool2d(

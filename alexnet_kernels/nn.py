@@ -1,11 +1,36 @@
 """Modules over the package's ops, drop-in for their torch.nn namesakes."""
 import torch
 
+from .conv import conv2d
 from .lrn import lrn
 from .max_pool import max_pool2d
-from .relu_dropout import relu_dropout
+from .relu_dropout import relu, relu_dropout
 
-__all__ = ["LocalResponseNorm", "MaxPool2d", "ReLUDropout"]
+__all__ = ["Conv2d", "LocalResponseNorm", "MaxPool2d", "ReLU", "ReLUDropout"]
+
+
+class Conv2d(torch.nn.Conv2d):
+    """torch.nn.Conv2d on alexnet_kernels.conv2d, with the same constructor and parameter names
+    (so state_dicts carry over), plus ``relu=True`` to fuse the following ReLU. groups and
+    dilation must be 1, padding a number or pair (or "valid"), padding_mode "zeros"."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", device=None, dtype=None, *, relu=False):
+        if padding == "valid":
+            padding = 0
+        if isinstance(padding, str):
+            raise ValueError(f"Conv2d: padding={padding!r} is not supported (give a number or a pair)")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        if self.groups != 1 or self.dilation != (1, 1) or self.padding_mode != "zeros":
+            raise ValueError("Conv2d: only groups=1, dilation=1 and padding_mode='zeros' are supported")
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, relu=self.relu)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", relu=True" if self.relu else "")
 
 
 class LocalResponseNorm(torch.nn.Module):
@@ -58,3 +83,11 @@ class ReLUDropout(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class ReLU(torch.nn.Module):
+    """torch.nn.ReLU on the Triton kernel alexnet_kernels.relu (not in place; autograd keeps the
+    output only)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relu(x)

@@ -26,4 +26,11 @@ TORCH_LIBRARY(alexnet_kernels, m) {
       "max_pool2d_backward(Tensor grad, Tensor? index, Tensor? x, SymInt[4] input_size, "
       "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, "
       "bool channels_last) -> Tensor");
+  // Direct convolution, groups 1 and dilation 1, with an optional fused ReLU after the bias.
+  m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, bool relu) -> Tensor");
+  // Gradients of (input, weight, bias), each an empty tensor unless output_mask asks for it;
+  // with relu, output is the forward's output (the ReLU mask).
+  m.def(
+      "conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor? output, int[2] stride, int[2] padding, "
+      "bool relu, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

@@ -10,7 +10,7 @@ import alexnet_kernels as ak
 def test_build_info():
     info = ak.build_info()
     assert info["torch"] == torch.__version__ == info["torch_built_against"]
-    for op in ("lrn", "max_pool2d"):
+    for op in ("conv2d", "lrn", "max_pool2d"):
         assert info["ops"][op]["cpu"]
         # The CUDA kernels are registered exactly when the CUDA sources were compiled.
         assert info["ops"][op]["cuda"] == info["cuda_kernels_built"]

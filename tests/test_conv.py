@@ -1,0 +1,164 @@
+"""alexnet_kernels.conv2d (the reference kernels) against torch.nn.functional.conv2d."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_kernels as ak
+from helpers import DEVICES, layouts, poison, rel_err
+
+# Relative norm error against float64 (issue 3): fp32 1e-5, bf16/fp16 1e-2.
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+# (input shape, out channels, kernel, stride, padding)
+CASES = [
+    ((1, 3, 227, 227), 4, 11, 4, 0),      # AlexNet conv1, paper (fewer filters: CPU time)
+    ((2, 3, 224, 224), 3, 11, 4, 2),      # AlexNet conv1, torchvision
+    ((3, 2, 13, 17), 5, (3, 5), (2, 1), (1, 2)),
+    ((2, 4, 9, 9), 6, 1, 1, 0),           # 1x1
+    ((1, 1, 5, 6), 2, (7, 8), 3, (1, 1)),  # kernel as large as the padded input
+    ((2, 3, 12, 11), 4, 5, 2, 2),
+]
+
+
+def ids(c):
+    return "x".join(map(str, c[0])) + f"-K{c[1]}k{c[2]}s{c[3]}p{c[4]}"
+
+
+def make(case, device, dtype=torch.float32, seed=0):
+    shape, k, ks, _, _ = case
+    ks = (ks, ks) if isinstance(ks, int) else ks
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g).to(device, dtype)
+    w = (torch.randn(k, shape[1], *ks, generator=g) * 0.1).to(device, dtype)
+    b = torch.randn(k, generator=g).to(device, dtype)
+    return x, w, b
+
+
+def reference(x, w, b, case, relu):
+    y = F.conv2d(x.double(), w.double(), None if b is None else b.double(), case[3], case[4])
+    return torch.relu(y) if relu else y
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES, ids=ids)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_forward_backward_against_float64(device, case, relu, with_bias):
+    x, w, b = make(case, device)
+    b = b if with_bias else None
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    b64 = b.double().requires_grad_() if with_bias else None
+    ref = reference(x64, w64, b64, case, relu)
+    g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1)).to(device)
+    ref.backward(g.double())
+    for name, xl in layouts(x):
+        xl = xl.detach().requires_grad_()
+        wl = w.detach().clone().requires_grad_()
+        bl = b.detach().clone().requires_grad_() if with_bias else None
+        poison(device)
+        y = ak.conv2d(xl, wl, bl, case[3], case[4], relu=relu)
+        assert y.shape == ref.shape and not y.isnan().any(), name
+        assert rel_err(y, ref) < TOL[torch.float32], name
+        y.backward(g)
+        assert rel_err(xl.grad, x64.grad) < TOL[torch.float32], name
+        assert rel_err(wl.grad, w64.grad) < TOL[torch.float32], name
+        if with_bias:
+            assert rel_err(bl.grad, b64.grad) < TOL[torch.float32], name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(device, dtype):
+    case = CASES[1]
+    x, w, b = make(case, device, dtype)
+    ref = reference(x, w, b, case, True)
+    y = ak.conv2d(x, w, b, case[3], case[4], relu=True)
+    assert y.dtype == dtype and rel_err(y, ref) < TOL[dtype]
+    wl = w.clone().requires_grad_()
+    ak.conv2d(x, wl, b, case[3], case[4]).sum().backward()
+    w64 = w.double().requires_grad_()
+    reference(x, w64, b, case, False).sum().backward()
+    assert rel_err(wl.grad, w64.grad) < TOL[dtype]
+
+
+@pytest.mark.parametrize("case", CASES[2:], ids=ids)
+def test_gradcheck_cpu(case):
+    x, w, b = make(case, "cpu", torch.float64)
+    inputs = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_())
+    assert torch.autograd.gradcheck(lambda *t: ak.conv2d(*t, case[3], case[4]), inputs)
+    # relu: the kink at 0 is not hit by random data
+    assert torch.autograd.gradcheck(lambda *t: ak.conv2d(*t, case[3], case[4], relu=True), inputs)
+
+
+def test_input_gradient_only_when_asked():
+    x, w, b = make(CASES[2], "cpu")
+    w.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = ak.conv2d(x, w, b, 2, 1)
+    y.sum().backward()
+    assert x.grad is None and w.grad is not None
+    assert len(saved) == 2  # input and weight; no output without relu
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch_and_layout(device):
+    x, w, b = make(((0, 3, 20, 20), 4, 5, 2, 1), device)
+    y = ak.conv2d(x, w, b, 2, 1)
+    assert y.shape == (0, 4, 9, 9)
+    x, w, b = make(CASES[5], device)
+    y = ak.conv2d(x.contiguous(memory_format=torch.channels_last), w, b, 2, 2)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_module_state_dict_round_trip():
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(3, 8, 11, stride=4, padding=2)
+    ours = ak.nn.Conv2d(3, 8, 11, stride=4, padding=2, relu=True)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 63, 63)
+    torch.testing.assert_close(ours(x), torch.relu(ref(x)), rtol=1e-5, atol=1e-5)
+    assert "relu=True" in repr(ours)
+    with pytest.raises(ValueError, match="groups=1"):
+        ak.nn.Conv2d(4, 4, 3, groups=2)
+
+
+def test_bad_input():
+    x, w, b = make(CASES[2], "cpu")
+    with pytest.raises(ValueError, match="input channels"):
+        ak.conv2d(x, w[:, :1], b)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        ak.conv2d(x, torch.randn(5, 2, 20, 3), None)
+    with pytest.raises(ValueError, match="stride must be positive"):
+        ak.conv2d(x, w, b, 0)
+    with pytest.raises(TypeError, match="weight dtype"):
+        ak.conv2d(x, w.double(), b)
+    with pytest.raises(ValueError, match="input must be 4-D"):
+        ak.conv2d(x[0], w, b)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        ak.conv2d(x, w, b[:2])
+    with pytest.raises(TypeError, match="stride must be an int or a pair"):
+        ak.conv2d(x, w, b, "2")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    x, w, b = make(CASES[2], device)
+    for relu in (False, True):
+        torch.library.opcheck(torch.ops.alexnet_kernels.conv2d.default,
+                              (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), [2, 1], [1, 2], relu))
+    y = torch.ops.alexnet_kernels.conv2d(x, w, b, [2, 1], [1, 2], True).detach()
+    g = torch.randn_like(y)
+    for mask in ([True, True, True], [False, True, False]):
+        torch.library.opcheck(torch.ops.alexnet_kernels.conv2d_backward.default,
+                              (g, x.detach(), w.detach(), y, [2, 1], [1, 2], True, mask))
+
+
+def test_compile_fullgraph():
+    x, w, b = make(CASES[5], "cpu")
+    w.requires_grad_()
+    fn = torch.compile(lambda x, w, b: ak.conv2d(x, w, b, 2, 2, relu=True).sum(), fullgraph=True, backend="aot_eager")
+    fn(x, w, b).backward()
+    w_ref = w.detach().clone().requires_grad_()
+    torch.relu(F.conv2d(x, w_ref, b, 2, 2)).sum().backward()
+    torch.testing.assert_close(w.grad, w_ref.grad, rtol=1e-4, atol=1e-4)
