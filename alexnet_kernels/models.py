@@ -1,0 +1,410 @@
+"""AlexNet, as in the paper (two towers, optionally on two devices) and as in torchvision.
+
+    alexnet(variant="paper"|"torchvision", num_classes=1000, backend="custom"|"torch",
+            devices=None, *, streams=True, dropout=0.5) -> PaperAlexNet | TorchvisionAlexNet
+
+Variants
+--------
+"paper" (Krizhevsky, Sutskever and Hinton, 2012): two towers ("GPU columns") of 48/128/192/192/128
+filters, conv1 11x11/4 (no padding) on 3x227x227, conv2 5x5 (padding 2), conv3-5 3x3 (padding 1);
+spatial size 227 -> 55 -> (pool) 27 -> 27 -> (pool) 13 -> 13 -> 13 -> 13 -> (pool) 6. ReLU after
+every convolution and hidden fc layer; LRN after the ReLU of conv1 and conv2; overlapping 3x3/2 max
+pooling after both LRNs and after conv5; fc6 and fc7 of 4096 (2048 per tower), each followed by
+ReLU and dropout, as in the paper; fc8 of num_classes. conv2, conv4 and conv5 see only their own
+tower; conv3, fc6, fc7 and fc8 see both, so those are the only places activations cross between
+the towers. LRN normalizes across a tower's own channels (48 or 128): each of the paper's GPUs ran
+its own normalization layer. LRN constants: size 5, alpha 1e-4, beta 0.75, k 2, in the
+convention of torch.nn.LocalResponseNorm and Caffe (alpha is divided by size: the paper's
+formula without that division would need alpha 5e-4 here). Initialisation as in the paper:
+weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6 and fc7 (to give the ReLUs positive
+inputs early on), 0 in conv1, conv3 and fc8. 60,965,224 parameters with 1000 classes.
+
+Parameters are named towers.<t>.<layer>.{weight,bias} (t = 0, 1; layer conv1..conv5, fc6, fc7)
+and fc8.{weight,bias}. ``PaperAlexNet.grouped_forward`` evaluates the same parameters as one
+single-device network (conv2/4/5 as groups=2 convolutions on the concatenated channels, conv3 and
+the fc layers as full ones), with PyTorch's own ops: the reference the towers are tested against.
+
+"torchvision": torchvision.models.AlexNet (64/192/384/256/256 filters, one tower, default PyTorch
+init, AdaptiveAvgPool2d((6, 6)), dropout on the *inputs* of fc6 and fc7), with the same modules at
+the same indices, so state_dicts load into and from ``torchvision.models.alexnet()`` unchanged and
+the model computes the same function. It accepts any image of at least 63x63 (torchvision's
+min_size): conv1 (11x11/4, padding 2) and three 3x3/2 poolings must leave at least one pixel.
+
+Backends
+--------
+backend="custom" runs LRN, max pooling and ReLU on this package's kernels and fuses each ReLU
+that a dropout follows into one ``relu_dropout`` kernel (fc6 and fc7 in the paper variant, fc6 in
+torchvision's, whose fc7 input dropout comes right after fc6's ReLU). backend="torch" builds the
+same model from torch.nn's modules, with the same parameter names, so one state_dict runs on
+both and any difference between their outputs is the kernels'. Convolutions and linear layers are
+PyTorch's in both until the package has its own convolution; conv1 and the ReLU after it are made
+by one factory (``_BACKENDS[...].conv1_relu``) so that moving conv1 to it is a one-line change.
+
+features_at(x, layer)
+---------------------
+Returns the activations of one layer, for feature extraction, computing only what it needs:
+conv1..conv5 give the output of the convolution's ReLU (before LRN and pooling), N x C x H x W;
+fc6 and fc7 give the output of the layer's ReLU and of the dropout that follows it before the
+next layer (paper: both; torchvision: fc6 only, its fc7 has no dropout after it), N x 4096; fc8
+gives the logits, the same as forward. Dropout is the identity in eval mode, the mode in which
+to extract features. For the paper variant the towers' channels are concatenated (tower 0
+first), on tower 0's device. Shapes for the paper variant: conv1 96x55x55, conv2 256x27x27,
+conv3 and conv4 384x13x13, conv5 256x13x13; for torchvision at 224x224: 64x55x55, 192x27x27,
+384x13x13, 256x13x13, 256x13x13.
+
+Devices: the paper's model parallelism
+--------------------------------------
+devices=("cuda:0", "cuda:1") puts tower 0 (and fc8) on the first device and tower 1 on the
+second; devices=("cuda:0",) or devices=None put everything on one device (None: the CPU, until
+the module is moved with .to()). Any pair works, ("cuda:0", "cpu") and ("cpu", "cpu") included.
+The forward pass follows the parameters: each tower runs where its parameters are, the input may
+be on any device, and the output lands on tower 0's device. Activations cross devices only into
+conv3, fc6, fc7 and fc8, as copies the devices synchronize among themselves (non_blocking to a
+GPU; to the CPU a copy must wait for the GPU anyway).
+
+The towers run concurrently on CUDA: forward issues each layer for tower 0, then for tower 1,
+each on its own device, and never waits for a GPU (except to copy to the CPU), so the two
+devices' queues run side by side (on the CPU the towers run one after the other). With
+streams=True (the default) each tower's work goes to its own CUDA stream, so two towers on the
+*same* GPU overlap too; streams=False issues everything on each device's current stream (one
+GPU: the towers then run one after the other), which is there to measure what the streams buy.
+The side streams first wait for each device's current stream (which wrote the parameters and
+the input), and the current streams wait for the side streams before forward returns, so the
+caller sees ordinary stream semantics; autograd runs each backward op on the stream of its
+forward op, so backward overlaps the same way.
+
+Data parallel (torchrun + DistributedDataParallel)
+--------------------------------------------------
+One GPU per replica: ``torchrun --nproc-per-node=G train.py`` and in each process::
+
+    dist.init_process_group("nccl")              # "gloo" for CPU training
+    rank = int(os.environ["LOCAL_RANK"]); torch.cuda.set_device(rank)
+    model = DistributedDataParallel(alexnet(devices=(f"cuda:{rank}",)), device_ids=[rank])
+
+The paper's model parallelism inside data parallelism, each replica a two-GPU pair:
+``torchrun --nproc-per-node=G//2`` and::
+
+    torch.cuda.set_device(2 * rank)
+    model = alexnet("paper", devices=(f"cuda:{2 * rank}", f"cuda:{2 * rank + 1}"))
+    model = DistributedDataParallel(model)       # device_ids=None: a multi-device module
+
+DDP keeps separate gradient buckets per device and all-reduces each with the other replicas'
+matching bucket.
+Inputs may be on any device; targets go on the output's device, cuda:{2 * rank}. Without dropout
+(p=0 or eval mode) the gradients equal those of one process over the whole batch
+(tests/test_models.py checks this with gloo, including a model with devices=("cpu", "cpu")).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from types import SimpleNamespace
+from typing import NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import nn as ak_nn
+
+__all__ = ["alexnet", "PaperAlexNet", "TorchvisionAlexNet", "LAYERS"]
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+_PAPER_SIZE = 227
+_BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # the paper's layers with biases 1
+_TORCHVISION_MIN_SIZE = 63
+
+
+# The parameter-free layers of each backend, as module factories. Pairs fill two slots (the
+# second nn.Identity where the custom backend fuses two ops), so the torchvision indices hold.
+_BACKENDS = {
+    "torch": SimpleNamespace(
+        conv1_relu=lambda **conv: (nn.Conv2d(**conv), nn.ReLU(inplace=True)),
+        relu=lambda: nn.ReLU(inplace=True),
+        relu_dropout=lambda p: (nn.ReLU(inplace=True), nn.Dropout(p)),
+        lrn=lambda: nn.LocalResponseNorm(**_LRN),
+        max_pool=lambda: nn.MaxPool2d(3, 2),
+    ),
+    "custom": SimpleNamespace(
+        conv1_relu=lambda **conv: (nn.Conv2d(**conv), ak_nn.ReLU()),
+        relu=ak_nn.ReLU,
+        relu_dropout=lambda p: (ak_nn.ReLUDropout(p), nn.Identity()),
+        lrn=lambda: ak_nn.LocalResponseNorm(**_LRN),
+        max_pool=lambda: ak_nn.MaxPool2d(3, 2),
+    ),
+}
+
+
+class _AlexNet(nn.Module):
+    """What both variants share: forward, features_at and the input checks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self._forward(x, "fc8")
+
+    def features_at(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """The activations of ``layer`` (one of LAYERS) for images x: see the module docstring."""
+        if layer not in LAYERS:
+            raise ValueError(f"features_at: layer must be one of {', '.join(LAYERS)}, got {layer!r}")
+        self._check_input(x)
+        return self._forward(x, layer)
+
+    def _check_input(self, x) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"x must be a batch of RGB images (N, 3, H, W), got shape {tuple(x.shape)}")
+        self._check_size(x.shape[2], x.shape[3])
+
+
+class PaperAlexNet(_AlexNet):
+    """The network of Krizhevsky et al. (2012): two towers and fc8; see the module docstring."""
+
+    def __init__(self, num_classes: int = 1000, backend: str = "custom", dropout: float = 0.5,
+                 streams: bool = True):
+        super().__init__()
+        ops = _BACKENDS[backend]
+        self.towers = nn.ModuleList(_Tower(ops, dropout) for _ in range(2))
+        self.fc8 = nn.Linear(4096, num_classes)
+        self.dropout, self.streams = dropout, streams
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.constant_(module.bias, 1.0 if name.rsplit(".", 1)[-1] in _BIAS_ONE else 0.0)
+
+    def _check_size(self, h: int, w: int) -> None:
+        if (h, w) != (_PAPER_SIZE, _PAPER_SIZE):
+            raise ValueError(f"x: the paper variant takes {_PAPER_SIZE}x{_PAPER_SIZE} images, got {h}x{w}")
+
+    def _forward(self, x: torch.Tensor, stop: str) -> torch.Tensor:
+        places = [_Place(next(t.parameters()).device) for t in self.towers]
+        if self.streams:  # streams from PyTorch's pool: cheap to take, and nothing to keep
+            places = [_Place(p.device, torch.cuda.Stream(p.device)) if p.device.type == "cuda" else p
+                      for p in places]
+        for p in places:
+            if p.stream is not None:  # the current stream wrote the parameters (and maybe x)
+                p.stream.wait_stream(torch.cuda.current_stream(p.device))
+        hs = [_hand_over(x, _Place(x.device), p) for p in places]
+        for layer, before, exchange, after in _PAPER_LAYERS:
+            hs = [t.run(before, h, p) for t, h, p in zip(self.towers, hs, places)]
+            if exchange:
+                hs = [_gather(hs, places, i) for i in range(len(places))]
+            hs = [t.run(after, h, p) for t, h, p in zip(self.towers, hs, places)]
+            if layer == stop:
+                break
+        out = _gather(hs, places, 0)
+        if stop == "fc8":
+            with _on(places[0].stream):
+                out = self.fc8(out)
+        for p in places:
+            if p.stream is not None:
+                torch.cuda.current_stream(p.device).wait_stream(p.stream)
+        if places[0].stream is not None:  # allocated on the side stream, used on the current one
+            out.record_stream(torch.cuda.current_stream(places[0].device))
+        return out
+
+    def grouped_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same network as one single-device model, on x's device, with PyTorch's ops: each
+        layer's weights are the towers' concatenated (tower 0's filters first), conv2, conv4 and
+        conv5 are groups=2 convolutions, conv1, conv3 and the fc layers full ones, and LRN runs
+        on each tower's half of the channels. This is how single-GPU AlexNets (Caffe's) express
+        the towers; forward must compute the same function with the same gradients."""
+        self._check_input(x)
+        t0 = self.towers[0]
+
+        def cat(layer: str, what: str) -> torch.Tensor:
+            return torch.cat([getattr(getattr(t, layer), what).to(x.device) for t in self.towers])
+
+        def conv(h: torch.Tensor, layer: str, groups: int) -> torch.Tensor:
+            c = getattr(t0, layer)
+            return F.relu(F.conv2d(h, cat(layer, "weight"), cat(layer, "bias"), c.stride, c.padding,
+                                   groups=groups))
+
+        def lrn_pool(h: torch.Tensor) -> torch.Tensor:
+            h = torch.cat([F.local_response_norm(half, **_LRN) for half in h.chunk(2, dim=1)], dim=1)
+            return F.max_pool2d(h, 3, 2)
+
+        def fc(h: torch.Tensor, layer: str) -> torch.Tensor:
+            h = F.relu(F.linear(h, cat(layer, "weight"), cat(layer, "bias")))
+            return F.dropout(h, self.dropout, self.training)
+
+        h = lrn_pool(conv(x, "conv1", 1))
+        h = lrn_pool(conv(h, "conv2", 2))
+        h = conv(conv(conv(h, "conv3", 1), "conv4", 2), "conv5", 2)
+        h = fc(fc(torch.flatten(F.max_pool2d(h, 3, 2), 1), "fc6"), "fc7")
+        return F.linear(h, self.fc8.weight.to(x.device), self.fc8.bias.to(x.device))
+
+
+# Each layer of the paper net as the towers compute it from the previous layer's output:
+# (layer, modules each tower runs first, whether the towers then exchange activations (each
+# tower continues on both towers' outputs, concatenated), modules each tower runs last).
+_PAPER_LAYERS = (
+    ("conv1", (), False, ("conv1", "relu1")),
+    ("conv2", ("lrn1", "pool1"), False, ("conv2", "relu2")),
+    ("conv3", ("lrn2", "pool2"), True, ("conv3", "relu3")),
+    ("conv4", (), False, ("conv4", "relu4")),
+    ("conv5", (), False, ("conv5", "relu5")),
+    ("fc6", ("pool5", "flatten"), True, ("fc6", "relu6", "drop6")),
+    ("fc7", (), True, ("fc7", "relu7", "drop7")),
+)
+
+
+class _Tower(nn.Module):
+    """One of the paper's GPU columns: half of each layer's filters or neurons, conv1 to fc7."""
+
+    def __init__(self, ops: SimpleNamespace, dropout: float):
+        super().__init__()
+        self.conv1, self.relu1 = ops.conv1_relu(in_channels=3, out_channels=48, kernel_size=11, stride=4)
+        self.lrn1, self.pool1 = ops.lrn(), ops.max_pool()
+        self.conv2, self.relu2 = nn.Conv2d(48, 128, 5, padding=2), ops.relu()
+        self.lrn2, self.pool2 = ops.lrn(), ops.max_pool()
+        self.conv3, self.relu3 = nn.Conv2d(2 * 128, 192, 3, padding=1), ops.relu()
+        self.conv4, self.relu4 = nn.Conv2d(192, 192, 3, padding=1), ops.relu()
+        self.conv5, self.relu5 = nn.Conv2d(192, 128, 3, padding=1), ops.relu()
+        self.pool5, self.flatten = ops.max_pool(), nn.Flatten()
+        self.fc6 = nn.Linear(2 * 128 * 6 * 6, 2048)
+        self.relu6, self.drop6 = ops.relu_dropout(dropout)
+        self.fc7 = nn.Linear(2 * 2048, 2048)
+        self.relu7, self.drop7 = ops.relu_dropout(dropout)
+
+    def run(self, names: Sequence[str], h: torch.Tensor, place: "_Place") -> torch.Tensor:
+        """Applies the named submodules in order, on place's stream."""
+        with _on(place.stream):
+            for name in names:
+                h = self._modules[name](h)
+        return h
+
+
+class _Place(NamedTuple):
+    """Where a tower's work is issued: its device, and a CUDA stream (None: the device's
+    current stream)."""
+    device: torch.device
+    stream: Optional[torch.cuda.Stream] = None
+
+
+def _on(stream: Optional[torch.cuda.Stream]):
+    """Issue work on stream; None: the current stream (without touching CUDA, unlike
+    torch.cuda.stream(None), which initializes it to look up the current device)."""
+    return nullcontext() if stream is None else torch.cuda.stream(stream)
+
+
+def _hand_over(t: torch.Tensor, src: _Place, dst: _Place) -> torch.Tensor:
+    """t, made by work issued at src, ready for work issued at dst."""
+    if src == dst:
+        return t
+    if t.device == dst.device:  # one GPU, two streams: order them, and keep t's memory for dst
+        reader = dst.stream or torch.cuda.current_stream(dst.device)
+        reader.wait_stream(src.stream or torch.cuda.current_stream(src.device))
+        t.record_stream(reader)
+        return t
+    # torch copies between devices on the source's current stream, ordered both ways with the
+    # destination's current stream: make those the two places' streams.
+    with _on(src.stream), _on(dst.stream):
+        return t.to(dst.device, non_blocking=dst.device.type == "cuda")
+
+
+def _gather(hs: Sequence[torch.Tensor], places: Sequence[_Place], i: int) -> torch.Tensor:
+    """All towers' activations, concatenated along dim 1 at place i."""
+    parts = [_hand_over(h, p, places[i]) for h, p in zip(hs, places)]
+    with _on(places[i].stream):
+        return torch.cat(parts, dim=1)
+
+
+class TorchvisionAlexNet(_AlexNet):
+    """torchvision.models.AlexNet on either backend: same modules, indices and function."""
+
+    def __init__(self, num_classes: int = 1000, backend: str = "custom", dropout: float = 0.5):
+        super().__init__()
+        ops = _BACKENDS[backend]
+        conv1, relu1 = ops.conv1_relu(in_channels=3, out_channels=64, kernel_size=11, stride=4, padding=2)
+        relu6, drop7 = ops.relu_dropout(dropout)
+        self.features = nn.Sequential(
+            conv1, relu1, ops.max_pool(),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2), ops.relu(), ops.max_pool(),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1), ops.relu(),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1), ops.relu(),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1), ops.relu(), ops.max_pool(),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), relu6,
+            drop7, nn.Linear(4096, 4096), ops.relu(),
+            nn.Linear(4096, num_classes),
+        )
+
+    def _check_size(self, h: int, w: int) -> None:
+        if min(h, w) < _TORCHVISION_MIN_SIZE:
+            raise ValueError(f"x: the torchvision variant takes images of at least "
+                             f"{_TORCHVISION_MIN_SIZE}x{_TORCHVISION_MIN_SIZE}, got {h}x{w}")
+
+    # Where each layer ends: features[:end] for the convolutions, classifier[:end] for the rest.
+    _FEATURES_END = {"conv1": 2, "conv2": 5, "conv3": 8, "conv4": 10, "conv5": 12}
+    _CLASSIFIER_END = {"fc6": 4, "fc7": 6, "fc8": 7}
+
+    def _forward(self, x: torch.Tensor, stop: str) -> torch.Tensor:
+        if stop in self._FEATURES_END:
+            return self.features[: self._FEATURES_END[stop]](x)
+        h = torch.flatten(self.avgpool(self.features(x)), 1)
+        return self.classifier[: self._CLASSIFIER_END[stop]](h)
+
+
+def _check_devices(devices, towers: int, variant: str) -> Optional[list]:
+    """devices as a list of torch.device (cuda with its index), or a ValueError naming it."""
+    if devices is None:
+        return None
+    if isinstance(devices, (str, torch.device)):
+        devices = (devices,)
+    try:
+        devices = list(devices)
+    except TypeError:
+        raise ValueError(f"devices must be None or a sequence of devices, got {devices!r}") from None
+    if not 1 <= len(devices) <= towers:
+        raise ValueError(f"devices: the {variant} variant has {towers} tower(s), so it takes 1 to "
+                         f"{towers} devices, got {len(devices)}: {devices!r}")
+    out = []
+    for d in devices:
+        try:
+            dev = torch.device(d)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"devices: {d!r} is not a device") from None
+        if dev.type == "cuda":
+            n = torch.cuda.device_count()
+            if n == 0:
+                raise ValueError(f"devices: {d!r} is a CUDA device, but no CUDA device is visible")
+            index = torch.cuda.current_device() if dev.index is None else dev.index
+            if index >= n:
+                raise ValueError(f"devices: {d!r} does not exist: {n} CUDA device(s) visible")
+            dev = torch.device("cuda", index)
+        elif dev.type != "cpu":
+            raise ValueError(f"devices: {d!r}: only cpu and cuda devices are supported")
+        out.append(dev)
+    return out
+
+
+def alexnet(variant: str = "paper", num_classes: int = 1000, backend: str = "custom",
+            devices: Union[None, str, torch.device, Sequence[Union[str, torch.device]]] = None, *,
+            streams: bool = True, dropout: float = 0.5) -> _AlexNet:
+    """AlexNet: variant "paper" (two towers) or "torchvision"; backend "custom" (this package's
+    kernels) or "torch"; devices: None, or one device per tower (fewer: the rest on the first);
+    streams: one CUDA stream per tower (paper variant; ignored by torchvision's single tower);
+    dropout: the dropout probability. Every argument is checked before any parameter is made.
+    See the module docstring."""
+    if variant not in ("paper", "torchvision"):
+        raise ValueError(f"variant must be 'paper' or 'torchvision', got {variant!r}")
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be 'custom' or 'torch', got {backend!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    devices = _check_devices(devices, 2 if variant == "paper" else 1, variant)
+    if variant == "torchvision":
+        model = TorchvisionAlexNet(num_classes, backend, float(dropout))
+        return model if devices is None else model.to(devices[0])
+    model = PaperAlexNet(num_classes, backend, float(dropout), bool(streams))
+    if devices is not None:
+        for tower, device in zip(model.towers, devices * 2):  # one device: both towers on it
+            tower.to(device)
+        model.fc8.to(devices[0])
+    return model

@@ -1,0 +1,377 @@
+"""alexnet_kernels.models: shapes, parameter counts, the torchvision state_dict round trip, custom
+against torch backend, the two towers against the grouped single-device formulation, features_at,
+DistributedDataParallel (2 gloo processes under torchrun) and bad arguments.
+
+The paper net costs about 0.7 GFLOP per image forward, and the custom backend's ReLUs run under
+the Triton interpreter on the CPU, so the CPU tests use one or two images and share the models
+they can. The CUDA tests (towers on GPUs, streams) run where a GPU is visible.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from alexnet_kernels import models
+from alexnet_kernels.models import LAYERS, alexnet
+from helpers import rel_err, requires_cuda
+
+PAPER_SHAPES = {"conv1": (96, 55, 55), "conv2": (256, 27, 27), "conv3": (384, 13, 13),
+                "conv4": (384, 13, 13), "conv5": (256, 13, 13), "fc6": (4096,), "fc7": (4096,)}
+
+
+def images(n, size=227, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, *((size, size) if isinstance(size, int) else size), generator=g).to(device)
+
+
+def grads(model, x, out):
+    """d(sum(out * fixed weights))/d(parameters, x)."""
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.device)
+    return torch.autograd.grad((out * w).sum(), [*model.parameters(), x])
+
+
+def assert_grads_close(actual, expected, tol):
+    errs = [rel_err(a.to(e.device), e) for a, e in zip(actual, expected)]
+    assert max(errs) < tol, errs
+
+
+@pytest.fixture(scope="module")
+def paper_state():
+    torch.manual_seed(0)
+    return alexnet("paper", backend="torch").state_dict()
+
+
+def paper(state, **kwargs):
+    model = alexnet("paper", **kwargs)
+    model.load_state_dict(state)
+    return model
+
+
+# --- shapes, sizes, initialisation --------------------------------------------------------------
+
+def test_paper_output_shape_and_parameter_count():
+    model = alexnet("paper", num_classes=10)  # backend="custom"
+    assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.Dropout, torch.nn.LocalResponseNorm, torch.nn.MaxPool2d))
+                   for m in model.modules())
+    with torch.no_grad():
+        assert model(images(2)).shape == (2, 10)
+    # By hand: per tower conv1 48x3x11x11, conv2 128x48x5x5, conv3 192x256x3x3 (both towers'
+    # 2x128 channels), conv4 192x192x3x3, conv5 128x192x3x3, fc6 2048x(2*128*6*6), fc7 2048x4096,
+    # each with its biases; fc8 classes x 4096.
+    tower = sum(o * i + o for o, i in [(48, 3 * 11 * 11), (128, 48 * 5 * 5), (192, 256 * 3 * 3),
+                                       (192, 192 * 3 * 3), (128, 192 * 3 * 3), (2048, 9216), (2048, 4096)])
+    assert tower == 28_434_112
+    assert sum(p.numel() for p in model.parameters()) == 2 * tower + 10 * 4096 + 10
+    assert 2 * tower + 1000 * 4096 + 1000 == 60_965_224  # the paper's "60 million parameters"
+
+
+def test_paper_init(paper_state):
+    for name, t in paper_state.items():
+        layer, kind = name.split(".")[-2:]
+        if kind == "weight":
+            assert abs(t.mean().item()) < 1e-3 and abs(t.std().item() - 0.01) < 1e-3, name
+        else:
+            assert torch.all(t == (1.0 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)), name
+    assert sorted({k.split(".")[-2] for k in paper_state}) == sorted([*LAYERS])
+
+
+def test_torchvision_shapes_and_parameter_count():
+    model = alexnet("torchvision", backend="custom").eval()
+    reference = torchvision.models.alexnet(weights=None)
+    count = sum(p.numel() for p in reference.parameters())
+    assert count == 61_100_840
+    assert sum(p.numel() for p in model.parameters()) == count
+    with torch.no_grad():
+        for size in [224, 63, (63, 100), (100, 64)]:
+            assert model(images(1, size)).shape == (1, 1000)
+
+
+# --- torchvision: state_dict round trip, same function -----------------------------------------
+
+@pytest.mark.parametrize("backend", ["torch", "custom"])
+def test_torchvision_state_dict_round_trip(backend):
+    tv = torchvision.models.alexnet(weights=None).eval()
+    ours = alexnet("torchvision", backend=backend).eval()
+    assert list(ours.state_dict()) == list(tv.state_dict())
+    ours.load_state_dict(tv.state_dict())
+    x = images(1, 224)
+    with torch.no_grad():
+        expected = tv(x)
+        torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+        # ... and back: fresh parameters of ours, loaded into torchvision's model.
+        torch.manual_seed(1)
+        ours = alexnet("torchvision", backend=backend).eval()
+        tv.load_state_dict(ours.state_dict())
+        expected = tv(x)
+        torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+
+
+def test_torchvision_same_modules_at_same_indices():
+    tv = torchvision.models.alexnet(weights=None)
+    ours = alexnet("torchvision", backend="torch")
+    assert [(n, type(m)) for n, m in ours.named_modules() if n] == [(n, type(m)) for n, m in tv.named_modules() if n]
+
+
+def test_torchvision_min_size_is_torchvisions():
+    tv = torchvision.models.alexnet(weights=None).eval()
+    with torch.no_grad():
+        tv(images(1, 63))
+        with pytest.raises(RuntimeError):
+            tv(images(1, 62))
+    ours = alexnet("torchvision")
+    with pytest.raises(ValueError, match="x: .*at least 63x63, got 62x63"):
+        ours(images(1, (62, 63)))
+
+
+# --- custom backend against torch backend -------------------------------------------------------
+
+def test_backends_agree_paper(paper_state):
+    """Same state_dict, training mode without dropout. The paper's init makes the early layers'
+    gradients ill-conditioned (torch's own fp32 gradient of conv1 is several percent off its
+    fp64 one), so the custom backend's fp32 gradients are held to torch's fp32 accuracy against
+    an fp64 reference, parameter by parameter, rather than to torch's fp32 values."""
+    x = images(1)
+    results = {}
+    for backend, dtype in [("torch", torch.float64), ("torch", torch.float32), ("custom", torch.float32)]:
+        model = paper(paper_state, backend=backend, dropout=0.0).to(dtype)
+        xd = x.to(dtype).requires_grad_()
+        out = model(xd)
+        results[backend, dtype] = out, grads(model, xd, out)
+    (_, g64), (out_t, g_t), (out_c, g_c) = results.values()
+    torch.testing.assert_close(out_c, out_t, rtol=1e-4, atol=1e-5 * out_t.abs().max().item())
+    for name, c, t, ref in zip([*dict(paper_state), "x"], g_c, g_t, g64):
+        assert rel_err(c, ref) <= 2 * rel_err(t, ref) + 1e-5, name
+
+
+def test_backends_agree_torchvision():
+    torch.manual_seed(2)
+    state = alexnet("torchvision", backend="torch").state_dict()
+    x = images(2, 96).requires_grad_()
+    results = {}
+    for backend in ("torch", "custom"):
+        model = alexnet("torchvision", backend=backend).eval()
+        model.load_state_dict(state)
+        out = model(x)
+        results[backend] = out, grads(model, x, out)
+    (out_t, g_t), (out_c, g_c) = results["torch"], results["custom"]
+    torch.testing.assert_close(out_c, out_t, rtol=1e-4, atol=1e-5 * out_t.abs().max().item())
+    assert_grads_close(g_c, g_t, 1e-4)
+
+
+# --- two towers: the grouped single-device formulation, devices -------------------------------
+
+def test_towers_equal_grouped_formulation(paper_state):
+    """Towers on two devices against the grouped single-device formulation, forward and
+    gradients, in float64 so that the comparison is of the functions, not of fp32 roundings
+    (the early layers' gradients amplify roundings about a million times: see
+    test_backends_agree_paper; a wrong connection between the towers gives errors of order 1)."""
+    model = paper(paper_state, devices=("cpu", "cpu"), dropout=0.0).double()
+    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
+    x = images(1, seed=3).double().requires_grad_()
+    out = model(x)
+    expected = model.grouped_forward(x)
+    assert rel_err(out, expected) < 1e-10
+    assert_grads_close(grads(model, x, out), grads(model, x, expected), 1e-7)
+
+
+def test_grouped_formulation_needs_lrn_per_tower(paper_state):
+    """LRN over all 96 channels at once would mix the towers where they meet: the formulation
+    is only the same function with LRN on each tower's half."""
+    model = paper(paper_state, backend="torch").eval()
+    t0, t1 = model.towers
+    x = images(1, seed=4)
+    with torch.no_grad():
+        w = torch.cat([t0.conv1.weight, t1.conv1.weight])
+        b = torch.cat([t0.conv1.bias, t1.conv1.bias])
+        h = F.relu(F.conv2d(x, w, b, stride=4))
+        torch.testing.assert_close(model.features_at(x, "conv1"), h)
+        per_tower = torch.cat([F.local_response_norm(c, 5, 1e-4, 0.75, 2.0) for c in h.chunk(2, 1)], 1)
+        assert not torch.equal(F.local_response_norm(h, 5, 1e-4, 0.75, 2.0), per_tower)
+        torch.testing.assert_close(torch.cat([t.lrn1(c) for t, c in zip(model.towers, h.chunk(2, 1))], 1), per_tower)
+
+
+def test_torchvision_on_one_device():
+    model = alexnet("torchvision", devices=("cpu",))
+    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
+
+
+# --- features_at --------------------------------------------------------------------------------
+
+def test_features_at_paper(paper_state):
+    model = paper(paper_state, backend="torch", devices=("cpu", "cpu")).eval()
+    x = images(1, seed=6)
+    with torch.no_grad():
+        for layer, shape in PAPER_SHAPES.items():
+            h = model.features_at(x, layer)
+            assert h.shape == (1, *shape) and (h >= 0).all(), layer  # after the ReLU
+        out = model.features_at(x, "fc8")
+        torch.testing.assert_close(out, model(x), rtol=0, atol=0)
+        torch.testing.assert_close(model.fc8(h), out, rtol=0, atol=0)  # h: fc7's
+
+
+@pytest.mark.parametrize("backend", ["torch", "custom"])
+def test_features_at_torchvision_matches_torchvision_modules(backend):
+    tv = torchvision.models.alexnet(weights=None).eval()
+    ours = alexnet("torchvision", backend=backend).eval()
+    ours.load_state_dict(tv.state_dict())
+    x = images(2, 80)
+    with torch.no_grad():
+        h = torch.flatten(tv.avgpool(tv.features(x)), 1)
+        expected = {"conv1": tv.features[:2](x), "conv2": tv.features[:5](x), "conv3": tv.features[:8](x),
+                    "conv4": tv.features[:10](x), "conv5": tv.features[:12](x),
+                    "fc6": tv.classifier[:4](h), "fc7": tv.classifier[:6](h), "fc8": tv(x)}
+        for layer in LAYERS:
+            e = expected[layer]
+            torch.testing.assert_close(ours.features_at(x, layer), e, rtol=1e-4,
+                                       atol=1e-5 * e.abs().max().item(), msg=layer)
+
+
+# --- data parallel --------------------------------------------------------------------------------
+
+def test_ddp_gradients_equal_one_process(tmp_path):
+    """Two gloo processes under torchrun (a free port: --standalone), each on one image, against
+    one process over both: see tests/ddp_worker.py."""
+    report = tmp_path / "report.json"
+    worker = Path(__file__).with_name("ddp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(worker), str(report)]
+    env = dict(os.environ, TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "1"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, text=True)
+    try:
+        log, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers: the group started here
+        log, _ = proc.communicate()
+        pytest.fail(f"torchrun timed out:\n{log[-5000:]}")
+    assert proc.returncode == 0, log[-5000:]
+    errors = json.loads(report.read_text())
+    assert len(errors) == 2, errors
+    assert max(errors.values()) < 1e-4, errors
+
+
+# --- bad arguments --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(variant="vgg"), "variant"),
+    (dict(backend="cudnn"), "backend"),
+    (dict(num_classes=0), "num_classes"),
+    (dict(num_classes=10.0), "num_classes"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(devices=("cpu", "cpu", "cpu")), "devices: the paper variant has 2 tower"),
+    (dict(variant="torchvision", devices=("cpu", "cpu")), "devices: the torchvision variant has 1 tower"),
+    (dict(devices=()), "devices"),
+    (dict(devices=("gpu0",)), "devices: 'gpu0' is not a device"),
+    (dict(devices=("cuda:7", "cpu")), "devices: 'cuda:7'"),
+    (dict(devices=("cpu", "mps")), "devices: 'mps'"),
+    (dict(devices=3), "devices"),
+])
+def test_bad_arguments_raise_before_building(monkeypatch, kwargs, match):
+    def built(*args, **kw):
+        raise AssertionError("a model was built before the arguments were checked")
+
+    monkeypatch.setattr(models, "PaperAlexNet", built)
+    monkeypatch.setattr(models, "TorchvisionAlexNet", built)
+    with pytest.raises(ValueError, match=match):
+        alexnet(**kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible")
+def test_cuda_without_gpu_is_a_value_error():
+    with pytest.raises(ValueError, match="devices: 'cuda' is a CUDA device, but no CUDA device is visible"):
+        alexnet(devices="cuda")
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    """One model per variant that fails the test if its first convolution ever runs."""
+    out = {}
+    for variant in ("paper", "torchvision"):
+        model = out[variant] = alexnet(variant)
+        first = model.towers[0].conv1 if variant == "paper" else model.features[0]
+        first.register_forward_pre_hook(lambda *_: pytest.fail("the network ran"))
+    return out
+
+
+BAD_INPUTS = [
+    ("paper", torch.zeros(1, 3, 224, 224), "x: the paper variant takes 227x227 images, got 224x224"),
+    ("paper", torch.zeros(1, 1, 227, 227), r"x must be a batch of RGB images \(N, 3, H, W\), got shape \(1, 1, 227, 227\)"),
+    ("paper", torch.zeros(3, 227, 227), r"x must be a batch of RGB images"),
+    ("torchvision", torch.zeros(1, 4, 224, 224), r"x must be a batch of RGB images"),
+    ("torchvision", torch.zeros(2, 3, 224, 40), "x: the torchvision variant takes images of at least 63x63, got 224x40"),
+]
+
+
+@pytest.mark.parametrize("variant, x, match, call", [
+    (*case, call) for case in BAD_INPUTS
+    for call in ("forward", "features_at", "grouped_forward") if case[0] == "paper" or call != "grouped_forward"
+])
+def test_bad_input_raises_before_any_work(guarded, variant, x, match, call):
+    model = guarded[variant]
+    with pytest.raises(ValueError, match=match):
+        model.features_at(x, "conv1") if call == "features_at" else getattr(model, call)(x)
+
+
+@pytest.mark.parametrize("variant", ["paper", "torchvision"])
+def test_bad_layer_name(guarded, variant):
+    with pytest.raises(ValueError, match="features_at: layer must be one of conv1, .*, fc8, got 'pool5'"):
+        guarded[variant].features_at(images(1), "pool5")
+
+
+# --- CUDA: towers on GPUs, streams ------------------------------------------------------------------
+
+def _cuda_device_pairs():
+    pairs = [("cuda:0",), ("cuda:0", "cpu"), ("cpu", "cuda:0")]
+    if torch.cuda.device_count() >= 2:
+        pairs.append(("cuda:0", "cuda:1"))
+    return pairs
+
+
+@requires_cuda
+@pytest.mark.parametrize("streams", [True, False])
+@pytest.mark.parametrize("devices", _cuda_device_pairs(), ids=str)
+def test_cuda_towers_equal_grouped_formulation(paper_state, devices, streams):
+    """float64 (the custom ReLU then takes its PyTorch path; LRN and pooling are the kernels):
+    a missing stream or device synchronization shows as a large error, twice over so that the
+    second step reuses the memory the first one freed."""
+    model = paper(paper_state, devices=devices, streams=streams, dropout=0.0).double()
+    x = images(4, seed=8, device="cuda:0").double().requires_grad_()
+    for _ in range(2):
+        out = model(x)
+        assert out.device == next(model.towers[0].parameters()).device
+        expected = model.grouped_forward(x)
+        assert rel_err(out.to(x.device), expected) < 1e-10
+        assert_grads_close(grads(model, x, out), grads(model, x, expected), 1e-7)
+
+
+@requires_cuda
+def test_cuda_streams_and_backends_agree_fp32(paper_state, monkeypatch):
+    """fp32 with the Triton ReLUs: streams on and off, the custom backend against torch's.
+    Deterministic cuDNN, so that streams on and off run the same arithmetic, and no TF32, whose
+    10-bit inputs would turn the kernels' last-bit differences into larger ones."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    x = images(8, seed=9, device="cuda").requires_grad_()
+    runs = {}
+    for backend, streams in [("torch", False), ("custom", False), ("custom", True)]:
+        model = paper(paper_state, backend=backend, devices=("cuda:0",), streams=streams, dropout=0.0)
+        out = model(x)
+        runs[backend, streams] = out, grads(model, x, out)
+    (out_t, _), (out_c, g_c), (out_s, g_s) = runs.values()
+    torch.testing.assert_close(out_c, out_t, rtol=1e-4, atol=1e-5 * out_t.abs().max().item())
+    torch.testing.assert_close(out_s, out_c, rtol=1e-5, atol=1e-6 * out_c.abs().max().item())
+    assert_grads_close(g_s, g_c, 1e-3)
+
+
+@requires_cuda
+def test_cuda_device_that_does_not_exist():
+    with pytest.raises(ValueError, match="devices: 'cuda:99' does not exist"):
+        alexnet(devices=("cuda:99",))
