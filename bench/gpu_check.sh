@@ -26,12 +26,12 @@ python -m pytest tests -q -ra -x 2>&1 | tee "$OUT/tests.log" | tail -n 25
 
 step "compute-sanitizer memcheck"
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
-  python -m pytest tests/test_lrn.py tests/test_max_pool.py -q -k "$SAN_K" >"$OUT/memcheck.log" 2>&1
+  python -m pytest tests/test_lrn.py tests/test_max_pool.py tests/test_conv.py -q -k "$SAN_K" >"$OUT/memcheck.log" 2>&1
 echo "memcheck exit $? ($(grep -c 'ERROR SUMMARY: 0 errors' "$OUT/memcheck.log") clean summaries)"; tail -n 3 "$OUT/memcheck.log"
 
 step "compute-sanitizer racecheck"
 compute-sanitizer --tool racecheck --error-exitcode 9 \
-  python -m pytest tests/test_lrn.py tests/test_max_pool.py -q -k "$SAN_K" >"$OUT/racecheck.log" 2>&1
+  python -m pytest tests/test_lrn.py tests/test_max_pool.py tests/test_conv.py -q -k "$SAN_K" >"$OUT/racecheck.log" 2>&1
 echo "racecheck exit $?"; tail -n 3 "$OUT/racecheck.log"
 
 step "benchmarks"
