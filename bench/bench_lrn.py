@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import alexnet_kernels as ak
-from timing import floor_ms, median_ms, peak_extra_mib
+from timing import floor_ms, median_ms, peak_extra_mib, step
 
 FULL_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
 SMOKE_SHAPES = [(2, 8, 9, 9)]
@@ -23,16 +23,6 @@ def torch_lrn(x):
 
 def ours(x):
     return ak.lrn(x, *ARGS)
-
-
-def step(op, x, g, backward):
-    if not backward:
-        with torch.no_grad():
-            return op(x)
-    x.grad = None
-    y = op(x)
-    y.backward(g)
-    return x.grad
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])

@@ -33,7 +33,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from timing import floor_ms, median_ms, peak_extra_mib
+from timing import floor_ms, median_ms, peak_extra_mib, step
 
 rdm = importlib.import_module("alexnet_kernels.relu_dropout")
 
@@ -49,13 +49,6 @@ def ours(x):
 
 def eager(x):
     return F.dropout(F.relu(x), P, True)
-
-
-def step(op, x, g, backward):
-    if not backward:
-        with torch.no_grad():
-            return op(x)
-    return torch.autograd.grad(op(x), x, g)[0]
 
 
 def inputs(shape, dtype, device, backward):

@@ -44,6 +44,15 @@ def median_ms(fn, warmup: int = 10, iters: int = 50, flush_l2: bool = True) -> f
     return statistics.median(times)
 
 
+def step(op, x, g, backward: bool):
+    """One timed unit of work: op(x) without autograd, or op(x) and its backward with grad g
+    (returns the input gradient)."""
+    if not backward:
+        with torch.no_grad():
+            return op(x)
+    return torch.autograd.grad(op(x), x, g)[0]
+
+
 def peak_extra_mib(fn) -> float:
     """Peak CUDA memory allocated while fn() runs, above what was allocated before, in MiB."""
     if not torch.cuda.is_available():

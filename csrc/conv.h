@@ -150,6 +150,9 @@ enum ConvPass { kConvForward, kConvGradInput, kConvGradWeight, kConvGradBias };
 // is (n, k, oh, ow), (n, c, h, w) or (k, c, r, s), or with channels_last the channel dim last.
 template <typename scalar_t, typename acc_t, typename Div, int PASS>
 struct ConvOp {
+  // Each element is a reduction of hundreds (forward) to hundreds of thousands (weight
+  // gradient) of products: small CPU tasks keep both cores busy on small outputs.
+  static constexpr int64_t kCpuGrain = 16;
   ConvArgs<scalar_t> a;
   Div d3, d2, d1;
   bool channels_last;

@@ -147,6 +147,8 @@ AK_UNROLL
 }  // namespace alexnet_kernels
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 
 namespace alexnet_kernels {
 
@@ -210,16 +212,73 @@ inline LrnCoef<acc_t> lrn_coef(int64_t size, double alpha, double beta, double k
   return c;
 }
 
-// Calls launch(inner, mid, index_tag) with the flat-index dividers of the output order (inner is
-// the fastest-varying dim), 32-bit fast ones where the flat index fits.
-template <typename scalar_t, typename Launch>
-inline void with_lrn_dividers(const LrnArgs<scalar_t>& a, int64_t numel, Launch launch) {
+// kPass: kLrnForward, or backward with the window size known at compile time (0: any size).
+constexpr int kLrnForward = -1;
+
+template <typename scalar_t, typename acc_t, typename Div, int kPass>
+struct LrnOp {
+  static constexpr int64_t kCpuGrain = 4096;  // elements per CPU task: a few dozen flops each
+  LrnArgs<scalar_t> a;
+  LrnCoef<acc_t> coef;
+  Div inner, mid;
+  template <typename index_t>
+  AK_HD void operator()(index_t i) const {
+    if constexpr (kPass == kLrnForward) {
+      lrn_forward_element<scalar_t, acc_t>(a, coef, inner, mid, i);
+    } else {
+      lrn_backward_element<scalar_t, acc_t, kPass>(a, coef, inner, mid, i);
+    }
+  }
+};
+
+// One pass over the output's flat index (inner = its fastest-varying dim), with 32-bit fast
+// dividers where the index fits. Runner::run<index_t>(numel, op) is an at::parallel_for on the
+// CPU (csrc/cpu/runner.h) and a grid-stride kernel on the GPU (csrc/cuda/launch.cuh).
+template <typename Runner, int kPass, typename scalar_t, typename acc_t>
+inline void lrn_run(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& coef, int64_t numel) {
   const int64_t inner = a.channels_last ? a.C : a.S, mid = a.channels_last ? a.S : a.C;
   if (numel < kInt32Limit) {
-    launch(FastDivmod32(inner), FastDivmod32(mid), int32_t{});
+    Runner::template run<int32_t>(numel, LrnOp<scalar_t, acc_t, FastDivmod32, kPass>{
+                                             a, coef, FastDivmod32(inner), FastDivmod32(mid)});
   } else {
-    launch(Divmod64(inner), Divmod64(mid), int64_t{});
+    Runner::template run<int64_t>(numel, LrnOp<scalar_t, acc_t, Divmod64, kPass>{a, coef, Divmod64(inner), Divmod64(mid)});
   }
+}
+
+template <typename Runner>
+at::Tensor lrn_forward(const at::Tensor& x, int64_t size, double alpha, double beta, double k) {
+  lrn_check(x, size);
+  const auto fmt = lrn_out_format(x);
+  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(fmt));
+  if (x.numel() == 0) return y;
+  at::Tensor x3 = lrn_as_3d(x), y3 = lrn_as_3d(y);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    lrn_run<Runner, kLrnForward>(lrn_args<scalar_t>(x3, nullptr, y3, fmt, size),
+                                 lrn_coef<acc_t>(size, alpha, beta, k), x.numel());
+  });
+  return y;
+}
+
+template <typename Runner>
+at::Tensor lrn_backward(const at::Tensor& grad, const at::Tensor& x, int64_t size, double alpha, double beta,
+                        double k) {
+  lrn_backward_check(grad, x, size);
+  const auto fmt = lrn_out_format(x);
+  at::Tensor dx = at::empty(x.sizes(), x.options().memory_format(fmt));
+  if (x.numel() == 0) return dx;
+  at::Tensor x3 = lrn_as_3d(x), g3 = lrn_as_3d(grad), dx3 = lrn_as_3d(dx);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto a = lrn_args<scalar_t>(x3, &g3, dx3, fmt, size);
+    const auto coef = lrn_coef<acc_t>(size, alpha, beta, k);
+    if (size == 5) {
+      lrn_run<Runner, 5>(a, coef, x.numel());
+    } else {
+      lrn_run<Runner, 0>(a, coef, x.numel());
+    }
+  });
+  return dx;
 }
 
 }  // namespace alexnet_kernels

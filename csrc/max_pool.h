@@ -157,6 +157,8 @@ AK_HD void max_pool_backward_element(const PoolBwdArgs<scalar_t>& a, const Div& 
 }  // namespace alexnet_kernels
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 
 namespace alexnet_kernels {
 
@@ -218,20 +220,6 @@ template <typename Div>
 inline void pool_dividers(bool channels_last, int64_t C, int64_t A, int64_t B, Div& d0, Div& d1, Div& d2) {
   if (channels_last) { d0 = Div(C); d1 = Div(B); d2 = Div(A); }
   else { d0 = Div(B); d1 = Div(A); d2 = Div(C); }
-}
-
-// Calls launch(d0, d1, d2, index_tag) with 32-bit fast dividers where the flat index fits.
-template <typename Launch>
-inline void with_pool_dividers(int64_t numel, bool channels_last, int64_t C, int64_t A, int64_t B, Launch launch) {
-  if (numel < kInt32Limit) {
-    FastDivmod32 d0, d1, d2;
-    pool_dividers(channels_last, C, A, B, d0, d1, d2);
-    launch(d0, d1, d2, int32_t{});
-  } else {
-    Divmod64 d0, d1, d2;
-    pool_dividers(channels_last, C, A, B, d0, d1, d2);
-    launch(d0, d1, d2, int64_t{});
-  }
 }
 
 template <typename scalar_t>
@@ -329,6 +317,66 @@ inline PoolBwdArgs<scalar_t> pool_bwd_args(const at::Tensor& grad, const c10::op
   a.g = g;
   a.channels_last = channels_last;
   return a;
+}
+
+template <bool kForward, typename scalar_t, typename acc_t, typename Div>
+struct PoolOp {
+  static constexpr int64_t kCpuGrain = 4096;
+  std::conditional_t<kForward, PoolFwdArgs<scalar_t>, PoolBwdArgs<scalar_t>> a;
+  Div d0, d1, d2;
+  template <typename index_t>
+  AK_HD void operator()(index_t i) const {
+    if constexpr (kForward) {
+      max_pool_forward_element<scalar_t, acc_t>(a, d0, d1, d2, i);
+    } else {
+      max_pool_backward_element<scalar_t, acc_t>(a, d0, d1, d2, i);
+    }
+  }
+};
+
+// One pass over the flat index of an [N, C, A, B] tensor in its memory order, with 32-bit fast
+// dividers where the index fits; Runner as in lrn.h.
+template <typename Runner, bool kForward, typename scalar_t, typename acc_t, typename Args>
+inline void pool_run(const Args& a, int64_t numel, bool channels_last, int64_t C, int64_t A, int64_t B) {
+  if (numel < kInt32Limit) {
+    PoolOp<kForward, scalar_t, acc_t, FastDivmod32> op{a};
+    pool_dividers(channels_last, C, A, B, op.d0, op.d1, op.d2);
+    Runner::template run<int32_t>(numel, op);
+  } else {
+    PoolOp<kForward, scalar_t, acc_t, Divmod64> op{a};
+    pool_dividers(channels_last, C, A, B, op.d0, op.d1, op.d2);
+    Runner::template run<int64_t>(numel, op);
+  }
+}
+
+template <typename Runner>
+std::tuple<at::Tensor, at::Tensor> max_pool2d_forward(const at::Tensor& x, at::IntArrayRef kernel_size,
+                                                      at::IntArrayRef stride, at::IntArrayRef padding,
+                                                      at::IntArrayRef dilation, bool ceil_mode, bool with_index) {
+  auto p = max_pool_forward_plan(x, kernel_size, stride, padding, dilation, ceil_mode, with_index);
+  if (p.y.numel() == 0) return {p.y, p.index};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d", [&] {
+    const auto a = pool_fwd_args<scalar_t>(x, p.y, with_index ? &p.index : nullptr, p.g, p.channels_last);
+    pool_run<Runner, true, scalar_t, at::opmath_type<scalar_t>>(a, p.y.numel(), p.channels_last, x.size(1), p.g.OH,
+                                                                p.g.OW);
+  });
+  return {p.y, p.index};
+}
+
+template <typename Runner>
+at::Tensor max_pool2d_backward(const at::Tensor& grad, const c10::optional<at::Tensor>& index,
+                               const c10::optional<at::Tensor>& x, at::IntArrayRef input_size,
+                               at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, bool ceil_mode, bool channels_last) {
+  auto p = max_pool_backward_plan(grad, index, x, input_size, kernel_size, stride, padding, dilation, ceil_mode,
+                                  channels_last);
+  if (p.dx.numel() == 0) return p.dx;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "max_pool2d_backward", [&] {
+    const auto a = pool_bwd_args<scalar_t>(grad, index, x, p.dx, p.g, channels_last);
+    pool_run<Runner, false, scalar_t, at::opmath_type<scalar_t>>(a, p.dx.numel(), channels_last, input_size[1],
+                                                                 p.g.H, p.g.W);
+  });
+  return p.dx;
 }
 
 }  // namespace alexnet_kernels

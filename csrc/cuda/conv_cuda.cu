@@ -9,16 +9,8 @@
 namespace alexnet_kernels {
 namespace {
 
-struct CudaRunner {
-  template <typename index_t, typename Op>
-  static void run(int64_t numel, const Op& op) {
-    launch_flat<index_t>(numel, op);
-  }
-};
-
 at::Tensor conv2d_forward_cuda(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                                at::IntArrayRef stride, at::IntArrayRef padding, bool relu) {
-  TORCH_CHECK(x.is_cuda(), "conv2d (CUDA kernel): input must be a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   return conv2d_forward<CudaRunner>(x, w, b, stride, padding, relu);
 }
@@ -26,7 +18,6 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& x, const at::Tensor& w, const c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& y,
     at::IntArrayRef stride, at::IntArrayRef padding, bool relu, std::array<bool, 3> output_mask) {
-  TORCH_CHECK(x.is_cuda(), "conv2d_backward (CUDA kernel): input must be a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   return conv2d_backward<CudaRunner>(grad, x, w, y, stride, padding, relu, output_mask);
 }

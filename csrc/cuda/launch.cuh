@@ -32,4 +32,12 @@ void launch_flat(int64_t numel, const Op& op) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// How the CUDA kernels run an op's element functor (the Runner of csrc/<op>.h).
+struct CudaRunner {
+  template <typename index_t, typename Op>
+  static void run(int64_t numel, const Op& op) {
+    launch_flat<index_t>(numel, op);
+  }
+};
+
 }  // namespace alexnet_kernels
