@@ -30,10 +30,10 @@ def report():
 
 
 def _markdown(title, rows):
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's columns, first seen first
     lines = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_fmt(r[c]) if c in r else "" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
