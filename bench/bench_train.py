@@ -1,0 +1,64 @@
+"""Training throughput: a full AlexNet training step (forward, cross-entropy, backward, SGD with
+momentum and weight decay) in images/s, alexnet_kernels' kernels beside PyTorch's.
+
+    pytest bench/bench_train.py --benchmark     # batch 128 on the GPU, as in the paper
+    pytest bench/bench_train.py                 # smoke: batch 2 (CPU: wall clock, no compile)
+
+For each variant (paper at 227x227, torchvision at 224x224; smoke: torchvision at 64x64) and
+precision (fp32 with TF32 off, bf16 autocast), 1000 classes, three implementations of the same
+network:
+
+* custom:   alexnet(variant, backend="custom"): LRN, max pooling, ReLU and ReLU+dropout on our kernels
+* torch:    alexnet(variant, backend="torch"): torch.nn's modules, eager
+* compile:  torch.compile of the torch backend (default Inductor mode; full run only). The paper
+            variant is compiled with streams=False: its per-tower CUDA streams are Python-side
+            stream switches that would break the graph.
+
+The step is train.measure.fixed_batch_step, the one ``train/run.py --compare-cpu`` times; each
+time is bench/timing.py's median_ms (CUDA events on a GPU, without the L2 flush: a step moves far
+more than L2 holds). The rows report images/s and the speedups of custom over the other two.
+"""
+import pytest
+import torch
+
+from alexnet_kernels.models import alexnet
+from timing import median_ms
+from train.measure import fixed_batch_step
+
+HAS_CUDA = torch.cuda.is_available()
+NUM_CLASSES = 1000
+FULL = dict(batch=128, sizes={"paper": 227, "torchvision": 224}, warmup=5, iters=20)
+SMOKE = dict(batch=2, sizes={"paper": 227, "torchvision": 64}, warmup=0, iters=1)  # the loss check warms up
+
+
+def model_for(variant: str, impl: str, device: str):
+    if impl == "custom":
+        return alexnet(variant, NUM_CLASSES, "custom", devices=(device,))
+    if impl == "torch":
+        return alexnet(variant, NUM_CLASSES, "torch", devices=(device,))
+    streams = dict(streams=False) if variant == "paper" else {}
+    return torch.compile(alexnet(variant, NUM_CLASSES, "torch", devices=(device,), **streams))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("variant", ["paper", "torchvision"])
+def test_train_step(full, report, variant, precision):
+    cfg = FULL if full else SMOKE
+    device = "cuda" if HAS_CUDA else "cpu"
+    size, batch = cfg["sizes"][variant], cfg["batch"]
+    impls = ["custom", "torch"] + (["compile"] if full else [])
+    if device == "cpu" and precision == "bf16" and variant == "paper":
+        impls.remove("torch")  # torch's CPU local_response_norm has no bfloat16 kernel (avg_pool3d)
+    row = {"variant": variant, "size": size, "batch": batch, "precision": precision}
+    for impl in impls:
+        torch.manual_seed(0)
+        step = fixed_batch_step(model_for(variant, impl, device), batch, size, NUM_CLASSES, device, precision)
+        loss = step()
+        assert torch.isfinite(loss), f"{impl}: loss {loss.item()}"
+        ms = median_ms(step, warmup=cfg["warmup"], iters=cfg["iters"], flush_l2=False)
+        row[f"{impl} img/s"] = batch / (ms * 1e-3)
+        del step
+    for other in ("torch", "compile"):
+        if f"{other} img/s" in row:
+            row[f"custom vs {other}"] = row["custom img/s"] / row[f"{other} img/s"]
+    report(f"AlexNet training step, images/s ({'GPU' if HAS_CUDA else 'CPU smoke'})", row)

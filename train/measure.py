@@ -1,0 +1,64 @@
+"""One training step, and how many images per second a model trains at.
+
+``train_step`` is the step train/run.py runs; ``fixed_batch_step`` repeats it on one random batch
+and ``images_per_second`` times it: together they are the measurement of
+``train/run.py --compare-cpu`` and of bench/bench_train.py.
+"""
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .precision import autocast, grad_scaler, set_float32_arithmetic
+
+
+def train_step(model, images, labels, optimizer, scaler, precision: str) -> torch.Tensor:
+    """Forward, cross-entropy loss, backward and optimizer step; returns the loss (not synced).
+    ``labels`` must be on the device of the model's output."""
+    with autocast(precision, images.device.type):
+        loss = F.cross_entropy(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
+def sgd(model, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    """The paper's optimizer: SGD with momentum 0.9 and weight decay 5e-4."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def fixed_batch_step(model, batch_size: int, image_size: int, num_classes: int, device,
+                     precision: str = "fp32", channels_last: bool = False):
+    """A closure running one full training step of ``model`` (already on ``device``; for the
+    paper variant on two devices, ``device`` is the first) on one random batch, with SGD as in
+    the paper. Sets the process's float32 arithmetic for ``precision`` (precision.py)."""
+    device = torch.device(device)
+    set_float32_arithmetic(precision)
+    images = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, num_classes, (batch_size,), device=device)
+    optimizer, scaler = sgd(model), grad_scaler(precision, device.type)
+    return lambda: train_step(model, images, labels, optimizer, scaler, precision)
+
+
+def synchronize() -> None:
+    """Waits for every visible CUDA device (a no-op without CUDA)."""
+    for index in range(torch.cuda.device_count()):
+        torch.cuda.synchronize(index)
+
+
+def images_per_second(step, batch_size: int, steps: int, warmup: int = 3) -> float:
+    """Runs ``step`` warmup times, then times ``steps`` calls (wall clock, all devices synced
+    before and after): batch_size * steps / seconds."""
+    for _ in range(warmup):
+        step()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize()
+    return batch_size * steps / (time.perf_counter() - start)
