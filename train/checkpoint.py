@@ -55,3 +55,39 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
         torch.cuda.set_rng_state(cuda_state, index)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, unreadable, or of another model."""
+
+
+def load_model(path: str, variant=None, backend: str = "custom", device="cpu"):
+    """(model in eval mode on ``device``, config) from ``path``: a checkpoint of train/run.py, or
+    a plain state_dict of ``torchvision.models.alexnet()`` (a .pth a user already has), which
+    loads into the torchvision variant. ``variant``, when given, is the variant the caller needs:
+    a checkpoint of the other one is a CheckpointError naming both. ``config`` holds at least
+    variant, num_classes and image_size (224 for a torchvision state_dict)."""
+    from alexnet_kernels.models import alexnet
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # pickle, zip or torch errors: the file is not a checkpoint
+        raise CheckpointError(f"{path}: not a checkpoint torch.load can read ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and "model" in state and "config" in state:  # train/run.py
+        weights, config = state["model"], dict(state["config"])
+    elif isinstance(state, dict) and "classifier.6.weight" in state:  # torchvision's AlexNet
+        weights = state
+        config = dict(variant="torchvision", num_classes=state["classifier.6.weight"].shape[0], image_size=224)
+    else:
+        raise CheckpointError(f"{path}: neither a checkpoint of train/run.py nor a state_dict of "
+                              f"torchvision.models.alexnet")
+    if variant is not None and config["variant"] != variant:
+        raise CheckpointError(f"{path}: a checkpoint of the {config['variant']} variant, not of the {variant} one")
+    model = alexnet(config["variant"], num_classes=config["num_classes"], backend=backend, devices=(device,))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit the {config['variant']} variant: {e}") from None
+    return model.eval(), config
