@@ -1,6 +1,6 @@
 """alexnet_kernels: hand-written kernels for AlexNet's hot path, as PyTorch custom ops.
 
-    conv2d(x, w, b, stride, padding, *, relu=False)      convolution (+ReLU): reference kernels
+    conv2d(x, w, b, stride, padding, *, relu=False)      convolution (+ReLU): CUDA implicit GEMM for conv1
     lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0)        local response normalization (C++/CUDA)
     max_pool2d(x, kernel_size=3, stride=2, ...)          (overlapping) max pooling (C++/CUDA)
     relu_dropout(x, p=0.5, training=True)                fused ReLU + dropout (Triton)

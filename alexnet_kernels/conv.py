@@ -1,10 +1,20 @@
 """2-D convolution with an optional fused ReLU, as the custom op alexnet_kernels::conv2d.
 
-Kernels: csrc/cpu/conv_cpu.cpp and csrc/cuda/conv_cuda.cu, both running the direct element
-functions of csrc/conv.h: one thread per output (or gradient) element, correct for every shape,
-not fast. The tensor-core kernel for AlexNet's conv1 that issue 3 asks for is not written yet;
-until it is, this op is a reference with the op's final interface, and the models keep
-F.conv2d. This file holds the Python entry point, the fake kernels and autograd.
+Kernels: csrc/cuda/conv_cuda.cu and csrc/cpu/conv_cpu.cpp.
+
+* CUDA, fp32 / bf16 / fp16 with C*R*S <= 1024 taps (AlexNet's conv1: 363): an implicit GEMM that
+  gathers the im2col tiles into shared memory. Forward on the FP32 pipes for fp32 (never TF32)
+  and on the tensor cores (mma.sync, fp32 accumulation) for bf16 / fp16, bias and ReLU fused;
+  the weight and bias gradients as the same GEMM reduced over pixels in deterministic chunks
+  (fp32 partials summed in fp64). These kernels have not yet been run on a GPU: the tests and
+  benchmarks that check them (tests/test_conv.py::test_fast_forward_cuda, bench/bench_conv.py)
+  wait for bench/gpu_check.sh on the device.
+* Everything else -- fp64, more taps, the input gradient, and every CPU pass -- runs the direct
+  element functions of csrc/conv.h: one thread (or CPU task) per output element, correct for
+  every shape, not fast.
+
+The models keep F.conv2d for now. This file holds the Python entry point, the fake kernels and
+autograd.
 
 Autograd saves the input and the weight (the weight gradient needs the input; the input
 gradient, computed only when the input requires it, needs the weight) and, with relu=True, the

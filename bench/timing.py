@@ -83,3 +83,24 @@ def copy_bandwidth() -> float:
 def floor_ms(nbytes: float) -> float:
     """The fewest bytes the kernel must move over the measured bandwidth, in ms."""
     return nbytes / copy_bandwidth() * 1e3
+
+
+# Measured matmul throughput per dtype, cached for the session (FLOP/s).
+_PEAK = {}
+
+
+def matmul_peak_tflops(dtype: torch.dtype) -> float:
+    """The device's attainable dense throughput for ``dtype`` in TFLOP/s, measured once per run:
+    an 8192^3 matmul (cuBLAS) with TF32 off, so fp32 is the FP32 pipes' figure and bf16 / fp16
+    the tensor cores'. The denominator of a compute-bound kernel's "% of peak"."""
+    if dtype not in _PEAK:
+        saved = torch.backends.cuda.matmul.fp32_precision
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        try:
+            a = torch.randn(8192, 8192, device="cuda", dtype=dtype)
+            b = torch.randn(8192, 8192, device="cuda", dtype=dtype)
+            ms = median_ms(lambda: a @ b, warmup=3, iters=10, flush_l2=False)
+        finally:
+            torch.backends.cuda.matmul.fp32_precision = saved
+        _PEAK[dtype] = 2 * 8192**3 / (ms * 1e-3) / 1e12
+    return _PEAK[dtype]

@@ -4,11 +4,9 @@
 //   y[n, k, oh, ow] = relu?( b[k] + sum_{c, r, s} x[n, c, oh*sH - pH + r, ow*sW - pW + s] * w[k, c, r, s] )
 //
 // These are the direct, one-thread-per-output-element kernels: correct for every valid shape,
-// run by the CPU kernel (at::parallel_for) and, for now, by the CUDA kernel too. They are not the
-// fast path. AlexNet's conv1 (3 -> 96 or 64 channels, 11x11, stride 4) needs a tensor-core
-// implicit GEMM to beat cuDNN (issue 3): its floor at batch 128 is 18.0 / 27.0 GFLOP, 0.35 /
-// 0.53 ms at the H100's 51 TFLOP/s fp32, about 0.03 ms in bf16 (88 MB of traffic). That kernel
-// has not been written yet; these give it a reference and the op its plumbing.
+// run by the CPU kernel (at::parallel_for) and by the CUDA kernel where its implicit GEMM does
+// not apply (fp64, more than 1024 taps, the input gradient). They are not the fast path: that is
+// csrc/cuda/conv_cuda.cu, which these check.
 //
 // With relu, the gradient of the pre-activation is g * (y > 0): backward reads the saved output y
 // (which in AlexNet the next layer keeps anyway) rather than recomputing the convolution.

@@ -81,6 +81,53 @@ def test_half_precision(device, dtype):
     assert rel_err(wl.grad, w64.grad) < TOL[dtype]
 
 
+# The CUDA implicit-GEMM forward (csrc/cuda/conv_cuda.cu) at the filter counts its tiles are
+# built for (96: 96-wide tiles; 64: 64-wide; 100: two 64-wide tiles, the second masked), batches
+# that leave the last 128-pixel tile part empty, both layouts and a strided input. fp32 at 1e-5
+# also proves no TF32 crept in (TF32 alone is ~1e-3).
+FAST_CASES = [
+    ((3, 3, 227, 227), 96, 11, 4, 0),     # paper conv1
+    ((128, 3, 227, 227), 96, 11, 4, 0),   # paper conv1, the benchmark's batch
+    ((257, 3, 224, 224), 64, 11, 4, 2),   # torchvision conv1, odd batch
+    ((1, 3, 224, 224), 64, 11, 4, 2),
+    ((2, 3, 61, 67), 100, (11, 9), (4, 3), (2, 5)),
+    ((5, 1, 33, 29), 96, 7, 2, 3),
+]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the implicit-GEMM path is CUDA-only: runs on the device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", FAST_CASES, ids=ids)
+def test_fast_forward_cuda(case, dtype):
+    x, w, b = make(case, "cuda", dtype)
+    for relu in (False, True):
+        ref = reference(x, w, b, case, relu)
+        for name, xl in layouts(x):
+            poison("cuda", 4 * ref.numel() * ref.element_size())
+            y = ak.conv2d(xl, w, b, case[3], case[4], relu=relu)
+            assert y.dtype == dtype and y.shape == ref.shape and not y.isnan().any(), name
+            assert rel_err(y, ref) < TOL[dtype], (name, relu)
+        yl = ak.conv2d(x.contiguous(memory_format=torch.channels_last), w, None, case[3], case[4], relu=relu)
+        assert yl.is_contiguous(memory_format=torch.channels_last)
+        assert rel_err(yl, reference(x, w, None, case, relu)) < TOL[dtype]
+        # Weight and bias gradients (the implicit GEMM's reduction over pixels), conv1's case: the
+        # input needs no gradient.
+        w64, b64 = w.double().requires_grad_(), b.double().requires_grad_()
+        ref = reference(x, w64, b64, case, relu)
+        g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2)).to("cuda", dtype)
+        ref.backward(g.double())
+        for name, xl in layouts(x)[:2]:
+            wl, bl = w.clone().requires_grad_(), b.clone().requires_grad_()
+            ak.conv2d(xl, wl, bl, case[3], case[4], relu=relu).backward(g.contiguous(memory_format=xl_format(xl)))
+            assert rel_err(wl.grad, w64.grad) < TOL[dtype], (name, relu)
+            assert rel_err(bl.grad, b64.grad) < TOL[dtype], (name, relu)
+
+
+def xl_format(t):
+    cl = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 @pytest.mark.parametrize("case", CASES[2:], ids=ids)
 def test_gradcheck_cpu(case):
     x, w, b = make(case, "cpu", torch.float64)

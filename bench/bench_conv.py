@@ -1,0 +1,103 @@
+"""AlexNet's conv1 (11x11, stride 4): alexnet_kernels.conv2d beside cuDNN.
+
+    pytest bench/bench_conv.py --benchmark   # batch 128, both conv1 shapes, on the GPU
+    pytest bench/bench_conv.py               # smoke: small shapes (CPU: wall clock)
+
+Passes: forward (fwd), weight + bias gradient (wgrad: conv1's input never needs a gradient) and
+the two together (fwd+wgrad), in fp32 (TF32 off: IEEE fp32 on the FP32 pipes, for cuDNN too) and
+bf16. cuDNN is timed in NCHW and channels_last and the faster is the reference ("cudnn ms", with
+its layout); ours runs in NCHW. FLOPs: 2 * N * K * OH * OW * C * R * S per pass. "% of peak" is
+over an 8192^3 cuBLAS matmul of the same dtype measured in the same run (timing.py).
+
+Floors at batch 128 (issue 3, ../shared/BASELINES.md): 27.0 GFLOP (paper) and 18.0 GFLOP
+(torchvision) per pass: 0.53 / 0.35 ms at 51 TFLOP/s fp32; bf16 is bound by its ~88 MB of bytes.
+Our weight gradient is still the direct reference kernel (seconds at this size), so its rows are
+timed from a single call.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alexnet_kernels as ak
+from timing import matmul_peak_tflops, median_ms
+
+# (name, input shape, out channels, kernel, stride, padding)
+FULL = [("paper", (128, 3, 227, 227), 96, 11, 4, 0), ("torchvision", (128, 3, 224, 224), 64, 11, 4, 2)]
+SMOKE = [("paper-smoke", (2, 3, 35, 35), 8, 11, 4, 0), ("torchvision-smoke", (2, 3, 32, 32), 8, 11, 4, 2)]
+SLOW_MS = 100.0  # a call slower than this is timed once (the reference kernels)
+
+
+def cudnn_fwd(x, w, b, s, p):
+    return F.conv2d(x, w, b, s, p)
+
+
+def cudnn_wgrad(g, x, w, s, p):
+    return torch.ops.aten.convolution_backward(g, x, w, [w.shape[0]], [s, s], [p, p], [1, 1], False, [0, 0], 1,
+                                               [False, True, True])
+
+
+def ours_fwd(x, w, b, s, p):
+    return ak.conv2d(x, w, b, s, p)
+
+
+def ours_wgrad(g, x, w, s, p):
+    return torch.ops.alexnet_kernels.conv2d_backward(g, x, w, None, [s, s], [p, p], False, [False, True, True])
+
+
+def run_pass(kind, which, x, w, b, g, s, p):
+    fwd, wgrad = (ours_fwd, ours_wgrad) if which == "ours" else (cudnn_fwd, cudnn_wgrad)
+    with torch.no_grad():
+        if kind == "fwd":
+            return fwd(x, w, b, s, p)
+        if kind == "wgrad":
+            return wgrad(g, x, w, s, p)
+        return fwd(x, w, b, s, p), wgrad(g, x, w, s, p)
+
+
+def timed(fn, full):
+    if not full:
+        return median_ms(fn, warmup=1, iters=3)
+    first = median_ms(fn, warmup=0, iters=1)
+    return first if first > SLOW_MS else median_ms(fn)
+
+
+@pytest.mark.parametrize("kind", ["fwd", "wgrad", "fwd+wgrad"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("shape_i", [0, 1])
+def test_conv1(full, report, shape_i, dtype, kind):
+    name, shape, k, ks, s, p = (FULL if full else SMOKE)[shape_i]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and dtype == torch.bfloat16:
+        pytest.skip("smoke run on the CPU: fp32 only")
+    saved = torch.backends.cudnn.conv.fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = "ieee"  # fp32 means fp32 for cuDNN too
+    try:
+        gen = torch.Generator(device=device).manual_seed(0)
+        x = torch.randn(shape, device=device, dtype=dtype, generator=gen)
+        w = torch.randn(k, shape[1], ks, ks, device=device, dtype=dtype, generator=gen) * 0.05
+        b = torch.randn(k, device=device, dtype=dtype, generator=gen)
+        y = cudnn_fwd(x, w, b, s, p)
+        g = torch.randn(y.shape, device=device, dtype=dtype, generator=gen)
+        # Correctness of what is timed (the tests hold the tight tolerances).
+        tol = dict(rtol=2e-2, atol=2e-2) if dtype != torch.float32 else dict(rtol=1e-3, atol=1e-3)
+        if kind != "wgrad":
+            torch.testing.assert_close(ours_fwd(x, w, b, s, p), y, **tol)
+        flops = 2 * y.numel() * shape[1] * ks * ks * (2 if kind == "fwd+wgrad" else 1)
+        t_ours = timed(lambda: run_pass(kind, "ours", x, w, b, g, s, p), full)
+        cudnn = {}
+        for layout, fmt in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+            xl, gl = x.contiguous(memory_format=fmt), g.contiguous(memory_format=fmt)
+            wl = w.contiguous(memory_format=fmt)
+            cudnn[layout] = timed(lambda: run_pass(kind, "cudnn", xl, wl, b, gl, s, p), full)
+            if device == "cpu":
+                break
+        best = min(cudnn, key=cudnn.get)
+        row = {"shape": name, "batch": shape[0], "dtype": str(dtype).replace("torch.", ""), "pass": kind,
+               "ours ms": t_ours, "cudnn ms": cudnn[best], "cudnn layout": best, "speedup": cudnn[best] / t_ours,
+               "ours TFLOP/s": flops / (t_ours * 1e-3) / 1e12}
+        if full:
+            row["% of peak"] = 100 * row["ours TFLOP/s"] / matmul_peak_tflops(dtype)
+            row["cudnn TFLOP/s"] = flops / (cudnn[best] * 1e-3) / 1e12
+        report("conv1 11x11/4", row)
+    finally:
+        torch.backends.cudnn.conv.fp32_precision = saved
