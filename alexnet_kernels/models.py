@@ -1,7 +1,7 @@
 """AlexNet, as in the paper (two towers, optionally on two devices) and as in torchvision.
 
     alexnet(variant="paper"|"torchvision", num_classes=1000, backend="custom"|"torch",
-            devices=None, *, streams=True, dropout=0.5) -> PaperAlexNet | TorchvisionAlexNet
+            devices=None, *, streams=True, dropout=0.5, remove=()) -> PaperAlexNet | TorchvisionAlexNet
 
 Variants
 --------
@@ -51,6 +51,45 @@ to extract features. For the paper variant the towers' channels are concatenated
 first), on tower 0's device. Shapes for the paper variant: conv1 96x55x55, conv2 256x27x27,
 conv3 and conv4 384x13x13, conv5 256x13x13; for torchvision at 224x224: 64x55x55, 192x27x27,
 384x13x13, 256x13x13, 256x13x13.
+
+Ablations: remove=
+------------------
+remove= any subset of REMOVABLE (conv3, conv4, fc6, fc7) builds the network without those layers,
+for experiments like those of the paper's discussion ("removing any of the middle layers results
+in a loss of about 2% for the top-1 performance"): each removed layer goes with its ReLU (and
+dropout), and the next kept layer takes what the removed one would have been fed, so its input
+size changes and nothing else does. The inputs of each filter or neuron (-: removed):
+
+    paper                    conv4   conv5   fc7    fc8
+    full                     192     192     4096   4096
+    without conv3            128     192     4096   4096
+    without conv4            -       192     4096   4096
+    without conv3, conv4     -       128     4096   4096
+    without fc6              192     192     9216   4096
+    without fc7              192     192     -      4096
+    without fc6, fc7         192     192     -      9216
+
+Without conv3, conv4 reads its own tower's pool2 output (128 channels, 13x13): conv4 keeps its
+own-tower connectivity, so the towers then meet only at the fc layers. Without fc6, fc7 reads
+both towers' pool5 outputs, flattened and concatenated (9216), as fc6 did. The LRN and pooling
+that came before a removed layer stay where they were in the data flow. torchvision's variant is
+rewired the same way (conv4 in 192 without conv3; conv5 in 384 without conv4, 192 without both;
+fc7 in 9216 without fc6; fc8 in 9216 without both fc layers); its dropouts sit on the *inputs*
+of fc6 and fc7, so a removed fc layer takes its input dropout with it: without fc6 one dropout
+remains, on fc7's input (the flattened pool5 features); without fc7, fc6's ReLU feeds fc8 with
+no dropout between them, as fc7's ReLU did. Without both, neither variant has any dropout.
+
+The kept layers keep their parameter names (torchvision's keep their Sequential indices, the
+removed ones holding parameter-free nn.Identity placeholders), so their state_dict keys are the
+full network's and the removed layers' keys are simply absent; layers whose input size changed
+have other shapes, of course. Initialisation is the variant's own for the kept layers (the
+paper's: biases 1 in conv2, conv4, conv5, fc6, fc7 whether or not their neighbours are there).
+features_at(x, removed layer) raises ValueError; grouped_forward follows the removal too.
+``model.removed`` is the removed layers, ``model.layers`` the kept ones, in LAYERS order.
+
+Fine-tuning: ``model.replace_fc8(num_classes)`` puts a freshly initialised fc8 (the variant's
+init) in place of the old one, and ``model.layer_modules(layer)`` gives the modules holding a
+layer's parameters (both towers' for the paper variant), e.g. to freeze the layers below one.
 
 Devices: the paper's model parallelism
 --------------------------------------
@@ -106,9 +145,12 @@ from torch import nn
 
 from . import nn as ak_nn
 
-__all__ = ["alexnet", "PaperAlexNet", "TorchvisionAlexNet", "LAYERS"]
+__all__ = ["alexnet", "PaperAlexNet", "TorchvisionAlexNet", "LAYERS", "REMOVABLE"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+# The layers an ablation may remove; the others carry the network's input, its output, or the
+# LRN and pooling that set the spatial sizes.
+REMOVABLE = ("conv3", "conv4", "fc6", "fc7")
 
 _LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 _PAPER_SIZE = 227
@@ -137,7 +179,15 @@ _BACKENDS = {
 
 
 class _AlexNet(nn.Module):
-    """What both variants share: forward, features_at and the input checks."""
+    """What both variants share: forward, features_at, the layers' modules, fc8 replacement and
+    the input checks."""
+
+    removed: tuple = ()
+
+    @property
+    def layers(self) -> tuple:
+        """The layers this network has (LAYERS without the removed ones), in order."""
+        return tuple(layer for layer in LAYERS if layer not in self.removed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -145,10 +195,33 @@ class _AlexNet(nn.Module):
 
     def features_at(self, x: torch.Tensor, layer: str) -> torch.Tensor:
         """The activations of ``layer`` (one of LAYERS) for images x: see the module docstring."""
-        if layer not in LAYERS:
-            raise ValueError(f"features_at: layer must be one of {', '.join(LAYERS)}, got {layer!r}")
+        self._check_layer(layer, "features_at")
         self._check_input(x)
         return self._forward(x, layer)
+
+    def layer_modules(self, layer: str) -> list:
+        """The modules that hold ``layer``'s parameters: both towers' for the paper variant's
+        conv1..fc7, one module otherwise."""
+        self._check_layer(layer, "layer_modules")
+        return self._layer_modules(layer)
+
+    def replace_fc8(self, num_classes: int) -> nn.Linear:
+        """Replaces fc8 by a fresh one with ``num_classes`` outputs, the same inputs, device and
+        dtype, initialised as this variant initialises fc8; returns it. The head of a network
+        fine-tuned for another task."""
+        _check_num_classes(num_classes)
+        (old,) = self._layer_modules("fc8")
+        new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        self._init_fc8(new)
+        self._set_fc8(new)
+        return new
+
+    def _check_layer(self, layer: str, what: str) -> None:
+        if layer not in LAYERS:
+            raise ValueError(f"{what}: layer must be one of {', '.join(LAYERS)}, got {layer!r}")
+        if layer in self.removed:
+            raise ValueError(f"{what}: layer {layer} was removed from this network "
+                             f"(remove={', '.join(self.removed)}); it has {', '.join(self.layers)}")
 
     def _check_input(self, x) -> None:
         if not isinstance(x, torch.Tensor):
@@ -162,16 +235,29 @@ class PaperAlexNet(_AlexNet):
     """The network of Krizhevsky et al. (2012): two towers and fc8; see the module docstring."""
 
     def __init__(self, num_classes: int = 1000, backend: str = "custom", dropout: float = 0.5,
-                 streams: bool = True):
+                 streams: bool = True, remove: Sequence[str] = ()):
         super().__init__()
         ops = _BACKENDS[backend]
-        self.towers = nn.ModuleList(_Tower(ops, dropout) for _ in range(2))
-        self.fc8 = nn.Linear(4096, num_classes)
+        self.removed = tuple(remove)
+        self.towers = nn.ModuleList(_Tower(ops, dropout, self.removed) for _ in range(2))
+        self.fc8 = nn.Linear(2 * self.towers[0].out_features, num_classes)
         self.dropout, self.streams = dropout, streams
+        self._steps, self._tail = _paper_steps(self.removed)
         for name, module in self.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.constant_(module.bias, 1.0 if name.rsplit(".", 1)[-1] in _BIAS_ONE else 0.0)
+
+    def _layer_modules(self, layer: str) -> list:
+        return [self.fc8] if layer == "fc8" else [getattr(t, layer) for t in self.towers]
+
+    @staticmethod
+    def _init_fc8(fc8: nn.Linear) -> None:
+        nn.init.normal_(fc8.weight, 0.0, 0.01)
+        nn.init.zeros_(fc8.bias)
+
+    def _set_fc8(self, fc8: nn.Linear) -> None:
+        self.fc8 = fc8
 
     def _check_size(self, h: int, w: int) -> None:
         if (h, w) != (_PAPER_SIZE, _PAPER_SIZE):
@@ -186,13 +272,15 @@ class PaperAlexNet(_AlexNet):
             if p.stream is not None:  # the current stream wrote the parameters (and maybe x)
                 p.stream.wait_stream(torch.cuda.current_stream(p.device))
         hs = [_hand_over(x, _Place(x.device), p) for p in places]
-        for layer, before, exchange, after in _PAPER_LAYERS:
+        for layer, before, exchange, after in self._steps:
             hs = [t.run(before, h, p) for t, h, p in zip(self.towers, hs, places)]
             if exchange:
                 hs = [_gather(hs, places, i) for i in range(len(places))]
             hs = [t.run(after, h, p) for t, h, p in zip(self.towers, hs, places)]
             if layer == stop:
                 break
+        else:  # stop == "fc8": what the removed fc layers would have started with (pool5, flatten)
+            hs = [t.run(self._tail, h, p) for t, h, p in zip(self.towers, hs, places)]
         out = _gather(hs, places, 0)
         if stop == "fc8":
             with _on(places[0].stream):
@@ -231,8 +319,15 @@ class PaperAlexNet(_AlexNet):
 
         h = lrn_pool(conv(x, "conv1", 1))
         h = lrn_pool(conv(h, "conv2", 2))
-        h = conv(conv(conv(h, "conv3", 1), "conv4", 2), "conv5", 2)
-        h = fc(fc(torch.flatten(F.max_pool2d(h, 3, 2), 1), "fc6"), "fc7")
+        # Without conv3 the groups=2 conv4 (or conv5) splits pool2's 256 channels into the
+        # towers' halves, which is the towers' own-tower connectivity.
+        for layer, groups in (("conv3", 1), ("conv4", 2), ("conv5", 2)):
+            if layer not in self.removed:
+                h = conv(h, layer, groups)
+        h = torch.flatten(F.max_pool2d(h, 3, 2), 1)
+        for layer in ("fc6", "fc7"):
+            if layer not in self.removed:
+                h = fc(h, layer)
         return F.linear(h, self.fc8.weight.to(x.device), self.fc8.bias.to(x.device))
 
 
@@ -250,23 +345,49 @@ _PAPER_LAYERS = (
 )
 
 
+def _paper_steps(removed: Sequence[str]) -> tuple:
+    """(_PAPER_LAYERS without the removed layers, modules each tower runs before fc8). The
+    modules a removed layer ran first (LRN, pooling, flatten) move to the next kept layer, or
+    before fc8 if none is left; its exchange goes with it, since the next layer keeps its own
+    connectivity (conv4 its own tower, fc7 both)."""
+    steps, pending = [], ()
+    for layer, before, exchange, after in _PAPER_LAYERS:
+        if layer in removed:
+            pending += before
+        else:
+            steps.append((layer, pending + before, exchange, after))
+            pending = ()
+    return tuple(steps), pending
+
+
 class _Tower(nn.Module):
     """One of the paper's GPU columns: half of each layer's filters or neurons, conv1 to fc7."""
 
-    def __init__(self, ops: SimpleNamespace, dropout: float):
+    def __init__(self, ops: SimpleNamespace, dropout: float, removed: Sequence[str] = ()):
         super().__init__()
         self.conv1, self.relu1 = ops.conv1_relu(in_channels=3, out_channels=48, kernel_size=11, stride=4)
         self.lrn1, self.pool1 = ops.lrn(), ops.max_pool()
         self.conv2, self.relu2 = nn.Conv2d(48, 128, 5, padding=2), ops.relu()
         self.lrn2, self.pool2 = ops.lrn(), ops.max_pool()
-        self.conv3, self.relu3 = nn.Conv2d(2 * 128, 192, 3, padding=1), ops.relu()
-        self.conv4, self.relu4 = nn.Conv2d(192, 192, 3, padding=1), ops.relu()
-        self.conv5, self.relu5 = nn.Conv2d(192, 128, 3, padding=1), ops.relu()
+        channels = 128  # of this tower's input to the next convolution
+        if "conv3" not in removed:
+            self.conv3, self.relu3 = nn.Conv2d(2 * 128, 192, 3, padding=1), ops.relu()
+            channels = 192
+        if "conv4" not in removed:
+            self.conv4, self.relu4 = nn.Conv2d(channels, 192, 3, padding=1), ops.relu()
+            channels = 192
+        self.conv5, self.relu5 = nn.Conv2d(channels, 128, 3, padding=1), ops.relu()
         self.pool5, self.flatten = ops.max_pool(), nn.Flatten()
-        self.fc6 = nn.Linear(2 * 128 * 6 * 6, 2048)
-        self.relu6, self.drop6 = ops.relu_dropout(dropout)
-        self.fc7 = nn.Linear(2 * 2048, 2048)
-        self.relu7, self.drop7 = ops.relu_dropout(dropout)
+        features = 128 * 6 * 6  # this tower's share of the next fc layer's input
+        if "fc6" not in removed:
+            self.fc6 = nn.Linear(2 * features, 2048)
+            self.relu6, self.drop6 = ops.relu_dropout(dropout)
+            features = 2048
+        if "fc7" not in removed:
+            self.fc7 = nn.Linear(2 * features, 2048)
+            self.relu7, self.drop7 = ops.relu_dropout(dropout)
+            features = 2048
+        self.out_features = features
 
     def run(self, names: Sequence[str], h: torch.Tensor, place: "_Place") -> torch.Tensor:
         """Applies the named submodules in order, on place's stream."""
@@ -314,24 +435,39 @@ def _gather(hs: Sequence[torch.Tensor], places: Sequence[_Place], i: int) -> tor
 class TorchvisionAlexNet(_AlexNet):
     """torchvision.models.AlexNet on either backend: same modules, indices and function."""
 
-    def __init__(self, num_classes: int = 1000, backend: str = "custom", dropout: float = 0.5):
+    def __init__(self, num_classes: int = 1000, backend: str = "custom", dropout: float = 0.5,
+                 remove: Sequence[str] = ()):
         super().__init__()
         ops = _BACKENDS[backend]
+        self.removed = tuple(remove)
+        kept = {layer: layer not in self.removed for layer in REMOVABLE}
+
+        def gone(n: int) -> list:  # placeholders that keep the later modules' indices
+            return [nn.Identity() for _ in range(n)]
+
         conv1, relu1 = ops.conv1_relu(in_channels=3, out_channels=64, kernel_size=11, stride=4, padding=2)
-        relu6, drop7 = ops.relu_dropout(dropout)
-        self.features = nn.Sequential(
-            conv1, relu1, ops.max_pool(),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2), ops.relu(), ops.max_pool(),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1), ops.relu(),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), ops.relu(),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1), ops.relu(), ops.max_pool(),
-        )
+        features = [conv1, relu1, ops.max_pool(),
+                    nn.Conv2d(64, 192, kernel_size=5, padding=2), ops.relu(), ops.max_pool()]
+        channels = 192
+        for layer, out in (("conv3", 384), ("conv4", 256)):
+            if kept[layer]:
+                features += [nn.Conv2d(channels, out, kernel_size=3, padding=1), ops.relu()]
+                channels = out
+            else:
+                features += gone(2)
+        features += [nn.Conv2d(channels, 256, kernel_size=3, padding=1), ops.relu(), ops.max_pool()]
+        self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), relu6,
-            drop7, nn.Linear(4096, 4096), ops.relu(),
-            nn.Linear(4096, num_classes),
-        )
+        if kept["fc6"] and kept["fc7"]:
+            relu6, drop7 = ops.relu_dropout(dropout)  # fc7's input dropout right after fc6's ReLU
+            fc6 = [nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), relu6]
+            fc7 = [drop7, nn.Linear(4096, 4096), ops.relu()]
+        else:
+            fc6 = [nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), ops.relu()] if kept["fc6"] else gone(3)
+            fc7 = [nn.Dropout(dropout), nn.Linear(4096 if kept["fc6"] else 256 * 6 * 6, 4096), ops.relu()] \
+                if kept["fc7"] else gone(3)
+        inputs = 4096 if kept["fc6"] or kept["fc7"] else 256 * 6 * 6
+        self.classifier = nn.Sequential(*fc6, *fc7, nn.Linear(inputs, num_classes))
 
     def _check_size(self, h: int, w: int) -> None:
         if min(h, w) < _TORCHVISION_MIN_SIZE:
@@ -341,6 +477,21 @@ class TorchvisionAlexNet(_AlexNet):
     # Where each layer ends: features[:end] for the convolutions, classifier[:end] for the rest.
     _FEATURES_END = {"conv1": 2, "conv2": 5, "conv3": 8, "conv4": 10, "conv5": 12}
     _CLASSIFIER_END = {"fc6": 4, "fc7": 6, "fc8": 7}
+    # Where each layer's parameters are: (Sequential, index).
+    _MODULE = {"conv1": ("features", 0), "conv2": ("features", 3), "conv3": ("features", 6),
+               "conv4": ("features", 8), "conv5": ("features", 10),
+               "fc6": ("classifier", 1), "fc7": ("classifier", 4), "fc8": ("classifier", 6)}
+
+    def _layer_modules(self, layer: str) -> list:
+        sequential, index = self._MODULE[layer]
+        return [getattr(self, sequential)[index]]
+
+    @staticmethod
+    def _init_fc8(fc8: nn.Linear) -> None:
+        pass  # torchvision's AlexNet keeps nn.Linear's own initialisation, which fc8 was made with
+
+    def _set_fc8(self, fc8: nn.Linear) -> None:
+        self.classifier[6] = fc8
 
     def _forward(self, x: torch.Tensor, stop: str) -> torch.Tensor:
         if stop in self._FEATURES_END:
@@ -382,27 +533,48 @@ def _check_devices(devices, towers: int, variant: str) -> Optional[list]:
     return out
 
 
+def _check_num_classes(num_classes) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+
+
+def _check_remove(remove) -> tuple:
+    """``remove`` as a tuple of layer names in LAYERS order (duplicates dropped), or a
+    ValueError naming what is not in REMOVABLE. A single name may be given as a string."""
+    if isinstance(remove, str):
+        remove = (remove,)
+    try:
+        names = list(remove)
+    except TypeError:
+        raise ValueError(f"remove must be a sequence of layer names, got {remove!r}") from None
+    unknown = [n for n in names if n not in REMOVABLE]
+    if unknown:
+        raise ValueError(f"remove: {', '.join(map(repr, unknown))} cannot be removed; the removable layers "
+                         f"are {', '.join(REMOVABLE)}")
+    return tuple(layer for layer in REMOVABLE if layer in names)
+
+
 def alexnet(variant: str = "paper", num_classes: int = 1000, backend: str = "custom",
             devices: Union[None, str, torch.device, Sequence[Union[str, torch.device]]] = None, *,
-            streams: bool = True, dropout: float = 0.5) -> _AlexNet:
+            streams: bool = True, dropout: float = 0.5, remove: Sequence[str] = ()) -> _AlexNet:
     """AlexNet: variant "paper" (two towers) or "torchvision"; backend "custom" (this package's
     kernels) or "torch"; devices: None, or one device per tower (fewer: the rest on the first);
     streams: one CUDA stream per tower (paper variant; ignored by torchvision's single tower);
-    dropout: the dropout probability. Every argument is checked before any parameter is made.
-    See the module docstring."""
+    dropout: the dropout probability; remove: layers of REMOVABLE to leave out (ablations).
+    Every argument is checked before any parameter is made. See the module docstring."""
     if variant not in ("paper", "torchvision"):
         raise ValueError(f"variant must be 'paper' or 'torchvision', got {variant!r}")
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be 'custom' or 'torch', got {backend!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    _check_num_classes(num_classes)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+    remove = _check_remove(remove)
     devices = _check_devices(devices, 2 if variant == "paper" else 1, variant)
     if variant == "torchvision":
-        model = TorchvisionAlexNet(num_classes, backend, float(dropout))
+        model = TorchvisionAlexNet(num_classes, backend, float(dropout), remove)
         return model if devices is None else model.to(devices[0])
-    model = PaperAlexNet(num_classes, backend, float(dropout), bool(streams))
+    model = PaperAlexNet(num_classes, backend, float(dropout), bool(streams), remove)
     if devices is not None:
         for tower, device in zip(model.towers, devices * 2):  # one device: both towers on it
             tower.to(device)

@@ -233,6 +233,168 @@ def test_features_at_torchvision_matches_torchvision_modules(backend):
                                        atol=1e-5 * e.abs().max().item(), msg=layer)
 
 
+# --- ablations: remove= ---------------------------------------------------------------------------
+
+ALL_SUBSETS = [tuple(r for i, r in enumerate(models.REMOVABLE) if mask >> i & 1) for mask in range(16)]
+
+
+def layer_keys(state, layer):
+    """The state_dict keys of one layer (paper: towers.<t>.<layer>.*; torchvision: its index)."""
+    index = {"conv1": "features.0.", "conv2": "features.3.", "conv3": "features.6.", "conv4": "features.8.",
+             "conv5": "features.10.", "fc6": "classifier.1.", "fc7": "classifier.4.", "fc8": "classifier.6."}
+    return {k for k in state if f".{layer}." in f".{k}" or k.startswith(index[layer])}
+
+
+@pytest.fixture(scope="module")
+def torchvision_full_state():
+    torch.manual_seed(3)
+    return alexnet("torchvision", num_classes=10, backend="torch").state_dict()
+
+
+@pytest.mark.parametrize("remove", ALL_SUBSETS, ids=lambda r: "-".join(r) or "none")
+def test_ablation_torchvision_every_subset(torchvision_full_state, remove):
+    model = alexnet("torchvision", num_classes=10, backend="custom", remove=remove).eval()
+    assert model.removed == remove and model.layers == tuple(l for l in LAYERS if l not in remove)
+    x = images(1, 64)
+    with torch.no_grad():
+        assert model(x).shape == (1, 10)
+        for layer in model.layers:
+            assert model.features_at(x, layer).shape[0] == 1, layer
+    for layer in remove:
+        with pytest.raises(ValueError, match=f"features_at: layer {layer} was removed from this network"):
+            model.features_at(x, layer)
+    # The kept layers keep their keys; only the weights of a layer whose input changed change shape.
+    full, state = torchvision_full_state, model.state_dict()
+    assert set(state) == set(full) - set().union(*(layer_keys(full, l) for l in remove))
+    # (torchvision's conv5 reads 256 channels from conv4, 384 from conv3, 192 from conv2)
+    new_input = {"conv4": "conv3" in remove, "conv5": "conv4" in remove,
+                 "fc7": "fc6" in remove, "fc8": "fc6" in remove and "fc7" in remove}
+    for key in state:
+        layer = next(l for l in LAYERS if key in layer_keys(full, l))
+        reshaped = new_input.get(layer, False) and key.endswith("weight")
+        assert (state[key].shape != full[key].shape) == reshaped, key
+    # No dropout is left before a layer that was not the input of a kept fc layer.
+    dropouts = [i for i, m in enumerate(model.classifier) if isinstance(m, torch.nn.Dropout)
+                or type(m).__name__ == "ReLUDropout"]
+    expected = {(): [0, 2], ("fc6",): [3], ("fc7",): [0], ("fc6", "fc7"): []}
+    assert dropouts == expected[tuple(l for l in remove if l.startswith("fc"))]
+
+
+def test_ablation_parameter_counts_by_hand():
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    # torchvision, 1000 classes, full: 61,100,840 (test_torchvision_shapes_and_parameter_count).
+    conv3, conv4 = 384 * 192 * 9 + 384, 256 * 384 * 9 + 256                 # 663,936 and 884,992
+    conv5, conv5_from_conv2 = 256 * 256 * 9 + 256, 256 * 192 * 9 + 256   # 590,080 and 442,624
+    assert count(alexnet("torchvision", remove=("conv3", "conv4"))) == \
+        61_100_840 - conv3 - conv4 - conv5 + conv5_from_conv2 == 59_404_456
+    fc6, fc7 = 9216 * 4096 + 4096, 4096 * 4096 + 4096                     # 37,752,832 and 16,781,312
+    fc8, fc8_from_pool5 = 1000 * 4096 + 1000, 1000 * 9216 + 1000          # 4,097,000 and 9,217,000
+    assert count(alexnet("torchvision", remove=("fc6", "fc7"))) == \
+        61_100_840 - fc6 - fc7 - fc8 + fc8_from_pool5 == 11_686_696
+    assert count(alexnet("torchvision", remove=("fc7",))) == 61_100_840 - fc7
+    # paper, 1000 classes, full: 60,965,224 (test_paper_output_shape_and_parameter_count); per
+    # tower conv3 192x256x3x3, conv4 192x192x3x3, conv5 128x192x3x3 -> 128x128x3x3 (pool2's
+    # 128 channels); fc6 2048x9216, fc7 2048x4096, and fc8 1000x4096 -> 1000x9216.
+    tower_convs = (192 * 256 * 9 + 192) + (192 * 192 * 9 + 192) + (128 * 192 * 9 + 128)
+    assert count(alexnet("paper", backend="torch", remove=("conv3", "conv4"))) == \
+        60_965_224 - 2 * (tower_convs - (128 * 128 * 9 + 128)) == 59_268_712
+    tower_fcs = (2048 * 9216 + 2048) + (2048 * 4096 + 2048)
+    assert count(alexnet("paper", backend="torch", remove=("fc6", "fc7"))) == \
+        60_965_224 - 2 * tower_fcs - fc8 + fc8_from_pool5 == 11_551_080
+
+
+PAPER_ABLATION_SHAPES = {  # features_at shapes of the layers whose input changed
+    ("conv3",): {"conv4": (384, 13, 13), "conv5": (256, 13, 13)},
+    ("conv3", "conv4"): {"conv5": (256, 13, 13), "fc6": (4096,)},
+    ("fc6", "fc7"): {"conv5": (256, 13, 13)},
+    ("conv4", "fc6"): {"conv5": (256, 13, 13), "fc7": (4096,)},
+    ("conv3", "conv4", "fc6", "fc7"): {"conv5": (256, 13, 13)},
+}
+
+
+@pytest.mark.parametrize("remove", list(PAPER_ABLATION_SHAPES), ids="-".join)
+def test_ablation_paper_shapes_and_init(remove):
+    model = alexnet("paper", num_classes=10, backend="torch", remove=remove).eval()
+    names = {k.split(".")[-2] for k in model.state_dict()}
+    assert names == set(LAYERS) - set(remove) and model.layers == tuple(l for l in LAYERS if l in names)
+    for name, t in model.state_dict().items():  # the paper's init for what is left
+        layer, kind = name.split(".")[-2:]
+        if kind == "bias":
+            assert torch.all(t == (1.0 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)), name
+    x = images(1, seed=11)
+    with torch.no_grad():
+        assert model(x).shape == (1, 10)
+        for layer, shape in PAPER_ABLATION_SHAPES[remove].items():
+            assert model.features_at(x, layer).shape == (1, *shape), layer
+        torch.testing.assert_close(model.features_at(x, "fc8"), model(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=f"features_at: layer {remove[0]} was removed"):
+        model.features_at(x, remove[0])
+
+
+@pytest.mark.parametrize("remove", [("conv3", "fc6"), ("conv4", "fc7"), ("conv3", "conv4", "fc6", "fc7")],
+                         ids="-".join)
+def test_ablation_towers_equal_grouped_formulation(remove):
+    """As test_towers_equal_grouped_formulation, for ablated nets: without conv3, conv4 reads its
+    own tower's pool2 output (a groups=2 convolution); without fc6, fc7 reads both towers'."""
+    torch.manual_seed(5)
+    model = alexnet("paper", num_classes=10, devices=("cpu", "cpu"), dropout=0.0, remove=remove).double()
+    x = images(1, seed=12).double().requires_grad_()
+    out = model(x)
+    expected = model.grouped_forward(x)
+    assert rel_err(out, expected) < 1e-10
+    assert_grads_close(grads(model, x, out), grads(model, x, expected), 1e-7)
+
+
+@pytest.mark.parametrize("variant, remove", [("torchvision", ("conv3", "fc6")), ("torchvision", ("conv4", "fc7")),
+                                             ("torchvision", ("fc6", "fc7")), ("paper", ("conv3", "fc7"))],
+                         ids=lambda v: "-".join(v) if isinstance(v, tuple) else v)
+def test_ablation_backends_agree(variant, remove):
+    torch.manual_seed(6)
+    state = alexnet(variant, num_classes=10, backend="torch", remove=remove).state_dict()
+    x = images(2 if variant == "torchvision" else 1, 64 if variant == "torchvision" else 227, seed=13)
+    x.requires_grad_()
+    results = {}
+    for backend in ("torch", "custom"):
+        model = alexnet(variant, num_classes=10, backend=backend, remove=remove).eval()
+        model.load_state_dict(state)
+        out = model(x)
+        results[backend] = out, grads(model, x, out)
+    (out_t, g_t), (out_c, g_c) = results["torch"], results["custom"]
+    torch.testing.assert_close(out_c, out_t, rtol=1e-4, atol=1e-5 * out_t.abs().max().item())
+    if variant == "torchvision":  # the paper's fp32 gradients: see test_backends_agree_paper
+        assert_grads_close(g_c, g_t, 1e-4)
+
+
+@pytest.mark.parametrize("variant", ["paper", "torchvision"])
+def test_replace_fc8_and_layer_modules(variant):
+    torch.manual_seed(7)
+    model = alexnet(variant, num_classes=3, backend="torch", remove=("fc7",))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fc8 = model.replace_fc8(5)
+    assert model.layer_modules("fc8") == [fc8] and (fc8.out_features, fc8.in_features) == (5, 4096)
+    state = model.state_dict()
+    assert set(state) == set(before)
+    for key, value in state.items():
+        if key in layer_keys(state, "fc8"):
+            assert value.shape[0] == 5, key
+        else:
+            assert torch.equal(value, before[key]), key
+    if variant == "paper":  # the paper's fc8 init: N(0, 0.01), biases 0
+        assert abs(fc8.weight.std().item() - 0.01) < 1e-3 and torch.all(fc8.bias == 0)
+        assert model.layer_modules("conv2") == [t.conv2 for t in model.towers]
+    else:
+        assert model.layer_modules("conv2") == [model.features[3]]
+    with torch.no_grad():
+        x = images(1, 227 if variant == "paper" else 64)
+        assert model(x).shape == (1, 5)
+    with pytest.raises(ValueError, match="layer_modules: layer fc7 was removed"):
+        model.layer_modules("fc7")
+    with pytest.raises(ValueError, match="num_classes must be a positive int, got 0"):
+        model.replace_fc8(0)
+
+
 # --- data parallel --------------------------------------------------------------------------------
 
 def test_ddp_gradients_equal_one_process(tmp_path):
@@ -272,6 +434,10 @@ def test_ddp_gradients_equal_one_process(tmp_path):
     (dict(devices=("cuda:7", "cpu")), "devices: 'cuda:7'"),
     (dict(devices=("cpu", "mps")), "devices: 'mps'"),
     (dict(devices=3), "devices"),
+    (dict(remove=("conv3", "pool5", "fc8")), "remove: 'pool5', 'fc8' cannot be removed; the removable layers are "
+                                              "conv3, conv4, fc6, fc7"),
+    (dict(variant="torchvision", remove="conv1"), "remove: 'conv1' cannot be removed"),
+    (dict(remove=3), "remove must be a sequence of layer names, got 3"),
 ])
 def test_bad_arguments_raise_before_building(monkeypatch, kwargs, match):
     def built(*args, **kw):
@@ -348,6 +514,21 @@ def test_cuda_towers_equal_grouped_formulation(paper_state, devices, streams):
         assert out.device == next(model.towers[0].parameters()).device
         expected = model.grouped_forward(x)
         assert rel_err(out.to(x.device), expected) < 1e-10
+        assert_grads_close(grads(model, x, out), grads(model, x, expected), 1e-7)
+
+
+@requires_cuda
+@pytest.mark.parametrize("remove", [("conv3", "fc6"), ("conv4", "fc6", "fc7")], ids="-".join)
+def test_cuda_ablation_towers_equal_grouped_formulation(remove):
+    """As above for ablated nets, towers on their own streams: the layers that moved (pool2
+    into conv4, pool5 and flatten before fc8) run on the right stream."""
+    torch.manual_seed(10)
+    model = alexnet("paper", num_classes=10, devices=("cuda:0",), dropout=0.0, remove=remove).double()
+    x = images(4, seed=8, device="cuda:0").double().requires_grad_()
+    for _ in range(2):
+        out = model(x)
+        expected = model.grouped_forward(x)
+        assert rel_err(out, expected) < 1e-10
         assert_grads_close(grads(model, x, out), grads(model, x, expected), 1e-7)
 
 

@@ -142,3 +142,20 @@ def test_patches_errors(ckpt, data, work, capsys):
         assert len(lines) == 1 and expected in lines[0], (argv, err)
         if "--max-images" not in argv:  # argparse's own messages have the subcommand's prog too
             assert lines[0].startswith(PREFIX), lines[0]
+
+
+def test_patches_and_invariance_refuse_an_ablated_network(work, data, capsys):
+    """An ablated checkpoint (run.py --remove) has other receptive fields, or no fc7: one line, status 2."""
+    from train import invariance
+
+    model = alexnet("torchvision", num_classes=3, backend="torch", remove=("conv3", "fc7"))
+    path = work / "ablated.pt"
+    torch.save({"model": model.state_dict(),
+                "config": {"variant": "torchvision", "num_classes": 3, "image_size": SIZE, "remove": ("conv3", "fc7")}},
+               path)
+    status, err = status_and_stderr(["patches", str(path), "--data", data, "--layer", "conv2",
+                                     "--out", str(work / "ablated.png")], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "without conv3, fc7" in err, err
+    status = invariance.main([str(path), "--data", data, "--out", str(work / "ablated_inv")])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "without fc7" in err, err

@@ -61,33 +61,58 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, unreadable, or of another model."""
 
 
+def read(path: str, mmap: bool = False) -> tuple:
+    """(weights, config) of ``path``: a checkpoint of train/run.py, or a plain state_dict of
+    ``torchvision.models.alexnet()`` (a .pth a user already has), whose config is that of the
+    torchvision variant at 224x224 with its number of classes. ``config`` holds at least variant,
+    num_classes, image_size, remove (a tuple; () for checkpoints made before ablations) and
+    format ("train/run.py" or "torchvision"). mmap=True leaves the tensors in the file until they
+    are used (torch.save's zip format; other files are read whole): reading a config then costs
+    little. CheckpointError if the file is missing or neither kind."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    state = None
+    if mmap:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception:  # not the zip format, or not a checkpoint at all: the plain load says which
+            pass
+    if state is None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # pickle, zip or torch errors: the file is not a checkpoint
+            raise CheckpointError(f"{path}: not a checkpoint torch.load can read ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and "model" in state and "config" in state:  # train/run.py
+        weights, config = state["model"], dict(state["config"], format="train/run.py")
+    elif isinstance(state, dict) and "classifier.6.weight" in state:  # torchvision's AlexNet
+        weights = state
+        config = dict(variant="torchvision", num_classes=state["classifier.6.weight"].shape[0], image_size=224,
+                      format="torchvision")
+    else:
+        raise CheckpointError(f"{path}: neither a checkpoint of train/run.py nor a state_dict of "
+                              f"torchvision.models.alexnet")
+    config["remove"] = tuple(config.get("remove") or ())
+    return weights, config
+
+
 def load_model(path: str, variant=None, backend: str = "custom", device="cpu"):
     """(model in eval mode on ``device``, config) from ``path``: a checkpoint of train/run.py, or
     a plain state_dict of ``torchvision.models.alexnet()`` (a .pth a user already has), which
     loads into the torchvision variant. ``variant``, when given, is the variant the caller needs:
-    a checkpoint of the other one is a CheckpointError naming both. ``config`` holds at least
-    variant, num_classes and image_size (224 for a torchvision state_dict)."""
+    a checkpoint of the other one is a CheckpointError naming both. ``device`` may also be a
+    sequence of devices, one per tower (alexnet's devices). ``config``: see read(); the model is
+    built without the layers config["remove"] names, as the checkpoint's was."""
     from alexnet_kernels.models import alexnet
 
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # pickle, zip or torch errors: the file is not a checkpoint
-        raise CheckpointError(f"{path}: not a checkpoint torch.load can read ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and "model" in state and "config" in state:  # train/run.py
-        weights, config = state["model"], dict(state["config"])
-    elif isinstance(state, dict) and "classifier.6.weight" in state:  # torchvision's AlexNet
-        weights = state
-        config = dict(variant="torchvision", num_classes=state["classifier.6.weight"].shape[0], image_size=224)
-    else:
-        raise CheckpointError(f"{path}: neither a checkpoint of train/run.py nor a state_dict of "
-                              f"torchvision.models.alexnet")
+    weights, config = read(path)
     if variant is not None and config["variant"] != variant:
         raise CheckpointError(f"{path}: a checkpoint of the {config['variant']} variant, not of the {variant} one")
-    model = alexnet(config["variant"], num_classes=config["num_classes"], backend=backend, devices=(device,))
+    devices = list(device) if isinstance(device, (list, tuple)) else [device]
+    model = alexnet(config["variant"], num_classes=config["num_classes"], backend=backend, devices=devices,
+                    remove=config["remove"])
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: its weights do not fit the {config['variant']} variant: {e}") from None
+        net = f"the {config['variant']} variant" + (f" without {', '.join(config['remove'])}" if config["remove"] else "")
+        raise CheckpointError(f"{path}: its weights do not fit {net}: {e}") from None
     return model.eval(), config

@@ -282,6 +282,8 @@ def run(args) -> int:
     device = _check_device(args.device)
     check_image_folder(args.data, "--data")  # before the checkpoint, which takes seconds to load
     model, config = load_model(args.checkpoint, backend=args.backend, device=device)
+    if LAYER in model.removed:
+        raise UsageError(f"{args.checkpoint}: a network without {LAYER}, the layer this measures")
     variant, size = config["variant"], config["image_size"]
     resize = args.resize or default_resize(size)
     if resize < size:

@@ -5,6 +5,8 @@
     python train/run.py --devices cuda:0 cuda:1          # the paper's two towers on two GPUs
     torchrun --nproc-per-node=8 train/run.py --data ...  # data parallel, one GPU per process
     python train/run.py --resume runs/<run>/checkpoint.pt
+    python train/run.py --remove conv3,conv4   # an ablation: the net without those layers
+    python train/run.py --finetune runs/<run>/checkpoint.pt --data DIR --freeze-below fc6
     python train/run.py --compare-cpu          # images/s on the GPU (our kernels) vs the CPU
 
 Every flag is described by --help. A run writes to --out (default runs/<timestamp>):
@@ -12,6 +14,13 @@ checkpoint.pt (every epoch and on Ctrl-C), metrics.csv (one row per epoch), step
 of every step), curves.png (at the end) and TensorBoard events when tensorboard is installed.
 Exit status: 0 done, 2 bad arguments or data, 3 a loss that is not finite, 130 stopped by Ctrl-C
 (after saving a checkpoint to resume from).
+
+Fine-tuning (--finetune CKPT) starts from CKPT's weights (a checkpoint of this script, or a
+state_dict of torchvision.models.alexnet), with a fresh fc8 for the new data's classes; the
+network (variant, removed layers, image size) is CKPT's. --freeze-below LAYER keeps the layers
+before LAYER as they are: no gradient, not in the optimizer (their dropout still runs). The
+checkpoints of such a run resume with --resume alone, like any other: every checkpoint records
+the variant, removed layers, image size and frozen layers, and --resume takes them from it.
 """
 import argparse
 import csv
@@ -35,13 +44,16 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from train import checkpoint, data
-from train.measure import fixed_batch_step, images_per_second, sgd, train_step
+from train.measure import fixed_batch_step, images_per_second, train_step
 from train.precision import PRECISIONS, autocast, grad_scaler, set_float32_arithmetic
 
 PROG = "train/run.py"
 PAPER_SIZE = 227  # the paper variant's input
 TORCHVISION_SIZE = 224
 PAPER_SPEEDUP = 50  # the paper's estimate of GPU over CPU training speed
+# alexnet_kernels.models.LAYERS, spelled out: importing the package (Triton) would cost argument
+# errors and --help seconds. tests/test_ablation_finetune.py checks that the two agree.
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 # The run without --data trains on generated images (train/synthetic.py) with the paper's
 # optimizer (SGD, batch 128, lr 0.01, momentum 0.9, weight decay 5e-4) on torchvision's variant,
@@ -116,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (TF32 off), tf32, or autocast to bf16 / fp16 (fp16 with loss scaling)")
     m.add_argument("--channels-last", action="store_true", help="NHWC memory format for the model and its input")
+    m.add_argument("--remove", metavar="LAYERS", help="comma-separated layers to leave out of the network "
+                   "(any of conv3, conv4, fc6, fc7: ablations); the next layer takes the removed one's input")
+    m.add_argument("--finetune", metavar="CKPT", help="start from this checkpoint's weights (of train/run.py, or a "
+                   "torchvision AlexNet state_dict), with a new fc8 for this run's classes; its variant, removed "
+                   "layers and image size are this run's (a lower --lr than training from scratch, e.g. 0.001, "
+                   "is the usual choice)")
+    m.add_argument("--freeze-below", metavar="LAYER", choices=LAYERS,
+                   help="with --finetune: train only LAYER and the layers after it (e.g. fc6: fc6, fc7 and fc8)")
     m.add_argument("--devices", nargs="+", metavar="DEV", help="where the model runs: one device (cpu, cuda:1), "
                    "or two for the paper variant's towers (cuda:0 cuda:1); default: the first GPU, else the CPU. "
                    "Under torchrun each process uses cuda:LOCAL_RANK")
@@ -189,6 +209,7 @@ def resolve(args: argparse.Namespace) -> None:
         raise UsageError("--devices cannot be combined with torchrun: each process uses cuda:LOCAL_RANK (or the CPU)")
     if args.devices is None:
         args.devices = [f"cuda:{args.local_rank}" if torch.cuda.is_available() else "cpu"]
+    network_from_checkpoint(args)
     device_kind = "cuda" if args.devices[0].startswith("cuda") else "cpu"
     # --compare-cpu measures the paper's network, as the paper's ~50x did
     recipe = DATA_RECIPE if args.data or args.compare_cpu else SYNTHETIC_RECIPES[device_kind]
@@ -209,6 +230,68 @@ def resolve(args: argparse.Namespace) -> None:
     if args.out is None:
         args.out = (os.path.dirname(os.path.abspath(args.resume)) if args.resume
                     else os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))
+
+
+def _parse_remove(text):
+    """--remove's comma-separated names as a tuple in the network's order; None if not given."""
+    if text is None:
+        return None
+    from alexnet_kernels.models import REMOVABLE
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in REMOVABLE]
+    if unknown:
+        raise UsageError(f"--remove: {', '.join(unknown)} cannot be removed (the removable layers: "
+                         f"{', '.join(REMOVABLE)})")
+    return tuple(layer for layer in REMOVABLE if layer in names)
+
+
+def network_from_checkpoint(args: argparse.Namespace) -> None:
+    """The network of a --finetune or --resume run is its checkpoint's: variant, removed layers,
+    image size (unless given), and for --resume the frozen layers and the fine-tuning source.
+    A flag that contradicts the checkpoint is a UsageError. Sets args.remove (a tuple),
+    args.freeze_below and args.finetune_source (the checkpoint a fine-tuning run started from)."""
+    args.remove = _parse_remove(args.remove)
+    args.finetune_source = args.finetune
+    if args.finetune and args.resume:
+        raise UsageError("--finetune and --resume cannot be combined: a fine-tuning run's checkpoint resumes with "
+                         "--resume alone")
+    if not (args.finetune or args.resume):
+        if args.freeze_below:
+            raise UsageError("--freeze-below needs --finetune: the layers of a new network would stay random")
+        args.remove = args.remove or ()
+        return
+    flag, path = ("--finetune", args.finetune) if args.finetune else ("--resume", args.resume)
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: no such file")
+    try:
+        _, config = checkpoint.read(path, mmap=True)
+    except checkpoint.CheckpointError as e:
+        if args.resume:
+            raise UsageError(f"--resume {path}: not a checkpoint of train/run.py ({e})") from None
+        raise UsageError(f"--finetune {e}") from None
+    if args.resume and config["format"] != "train/run.py":
+        raise UsageError(f"--resume {path}: not a checkpoint of train/run.py (a torchvision state_dict: "
+                         f"fine-tune from it with --finetune)")
+    checked = [("--variant", "variant", config["variant"]), ("--remove", "remove", config["remove"])]
+    if args.resume:
+        checked.append(("--freeze-below", "freeze_below", config.get("freeze_below")))
+        args.finetune_source = config.get("finetune")
+    def shown(value):
+        return ",".join(value) if isinstance(value, tuple) else value
+
+    for option, key, value in checked:
+        given = getattr(args, key)
+        if given is not None and given != value:
+            made = f"{option} {shown(value)}" if value else f"no {option}"
+            raise UsageError(f"{option} {shown(given)}: the {flag} checkpoint {path} was made with {made}")
+        setattr(args, key, value)
+    if args.image_size is None:
+        args.image_size = config["image_size"]
+    if args.finetune and args.out and os.path.isdir(args.out) and \
+            os.path.samefile(args.out, os.path.dirname(os.path.abspath(args.finetune))):
+        raise UsageError(f"--out {args.out} holds the --finetune checkpoint, which the run would overwrite: "
+                         f"choose another run directory")
 
 
 def _check_values(args: argparse.Namespace) -> None:
@@ -239,13 +322,40 @@ def _check_values(args: argparse.Namespace) -> None:
         raise UsageError("--precision tf32 needs a CUDA device (TF32 is a tensor-core format)")
     if args.resume and not os.path.isfile(args.resume):
         raise UsageError(f"--resume {args.resume}: no such file")
+    if args.freeze_below in args.remove:
+        raise UsageError(f"--freeze-below {args.freeze_below}: the network has no {args.freeze_below} "
+                         f"(removed: {', '.join(args.remove)})")
 
 
 def build_model(args) -> torch.nn.Module:
-    """The model of this run: the single place it is made."""
+    """The model of this run: the single place it is made. Fine-tuning: the --finetune
+    checkpoint's network with a fresh fc8 for args.num_classes. With args.freeze_below, the
+    layers before it are frozen (freeze_below)."""
     from alexnet_kernels.models import alexnet
 
-    return alexnet(args.variant, num_classes=args.num_classes, backend=args.backend, devices=args.devices)
+    if getattr(args, "finetune", None):
+        try:
+            model, _ = checkpoint.load_model(args.finetune, args.variant, args.backend, args.devices)
+        except checkpoint.CheckpointError as e:
+            raise UsageError(f"--finetune {e}") from None
+        model.replace_fc8(args.num_classes)
+    else:
+        model = alexnet(args.variant, num_classes=args.num_classes, backend=args.backend, devices=args.devices,
+                        remove=getattr(args, "remove", ()))
+    freeze_below(model, getattr(args, "freeze_below", None))
+    return model
+
+
+def freeze_below(model, layer) -> tuple:
+    """Freezes every parameter of the layers of ``model`` before ``layer`` (requires_grad off);
+    None freezes nothing. Returns the frozen layers."""
+    if layer is None:
+        return ()
+    frozen = model.layers[: model.layers.index(layer)]
+    for name in frozen:
+        for module in model.layer_modules(name):
+            module.requires_grad_(False)
+    return frozen
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,8 +491,10 @@ def save_checkpoint(trainer: Trainer, path: str) -> None:
         "position": dict(epoch=p.epoch, epoch_step=p.epoch_step, step=p.step, sums=p.sums),
         "best_top1": trainer.best_top1,
         "rng": rng,
-        "config": {k: getattr(trainer.args, k)
-                   for k in ("variant", "num_classes", "image_size", "seed", "batch_size", "world_size")},
+        "config": {**{k: getattr(trainer.args, k)
+                      for k in ("variant", "num_classes", "image_size", "seed", "batch_size", "world_size", "remove",
+                                "freeze_below")},
+                   "finetune": trainer.args.finetune_source},
     }, path)
 
 
@@ -394,7 +506,9 @@ def restore(trainer: Trainer, path: str) -> None:
     except Exception as e:  # not a file torch.load reads, or not one of our checkpoints
         raise UsageError(f"--resume {path}: not a checkpoint of train/run.py ({type(e).__name__}: {e})") from None
     args = trainer.args
-    for key in ("variant", "num_classes", "image_size"):
+    config["remove"] = tuple(config.get("remove") or ())
+    config.setdefault("freeze_below", None)
+    for key in ("variant", "num_classes", "image_size", "remove", "freeze_below"):
         if config[key] != getattr(args, key):
             raise UsageError(f"--resume {path}: the checkpoint was made with {key}={config[key]}, this run has "
                              f"{key}={getattr(args, key)}")
@@ -730,9 +844,16 @@ def describe(args, classes) -> str:
     else:
         source = (f"generated shapes (no --data): {len(classes)} classes, {args.train_images} training / "
                   f"{args.val_images} held-out images")
-    return (f"AlexNet {args.variant} variant at {args.image_size}x{args.image_size}, backend {args.backend}, "
-            f"{args.precision}"
+    removed = f" without {', '.join(args.remove)}" if args.remove else ""
+    finetune = ""
+    if args.finetune_source:
+        frozen = [layer for layer in LAYERS[: LAYERS.index(args.freeze_below or "conv1")] if layer not in args.remove]
+        frozen = f"; frozen: {', '.join(frozen)}" if frozen else ""
+        finetune = f"fine-tuning {args.finetune_source} with a new fc8 of {len(classes)} classes{frozen}\n"
+    return (f"AlexNet {args.variant} variant{removed} at {args.image_size}x{args.image_size}, backend "
+            f"{args.backend}, {args.precision}"
             f"{', channels_last' if args.channels_last else ''}, on {where}\n"
+            f"{finetune}"
             f"data: {source}\n"
             f"recipe ({args.recipe}): {args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr:g} "
             f"momentum {args.momentum:g} weight decay {args.weight_decay:g}; run directory {args.out}")
@@ -745,7 +866,9 @@ def make_trainer(args) -> Trainer:
     if args.distributed:
         cuda = args.devices[0].type == "cuda"
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.devices[0]] if cuda else None)
-    optimizer = sgd(model, args.lr, args.momentum, args.weight_decay)
+    # Frozen parameters stay out of the optimizer, so weight decay and momentum leave them alone.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=args.lr_factor,
                                                            patience=args.lr_patience)
     return Trainer(args, model, optimizer, scheduler, grad_scaler(args.precision, args.devices[0].type), Position())

@@ -350,6 +350,9 @@ def run_patches(args) -> int:
     model, config = load_model(args.checkpoint, backend="custom" if device.type == "cuda" else "torch",
                                device=device)
     variant, size = config["variant"], config["image_size"]
+    if model.removed:  # layer_table's receptive fields are the full network's
+        raise UsageError(f"{args.checkpoint}: a network without {', '.join(model.removed)}; patches takes a full "
+                         f"network (the receptive fields of an ablated one are not tabulated)")
     row = next((r for r in layer_table(variant, size) if r.name == args.layer), None)
     if row is None:
         raise UsageError(f"--layer {args.layer}: the {variant} network has no such layer")
