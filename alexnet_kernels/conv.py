@@ -6,7 +6,7 @@ Kernels: csrc/cuda/conv_cuda.cu and csrc/cpu/conv_cpu.cpp.
   gathers the im2col tiles into shared memory. Forward on the FP32 pipes for fp32 (never TF32)
   and on the tensor cores (mma.sync, fp32 accumulation) for bf16 / fp16, bias and ReLU fused;
   the weight and bias gradients as the same GEMM reduced over pixels in deterministic chunks
-  (fp32 partials summed in fp64). These kernels have not yet been run on a GPU: the tests and
+  (fp32 partials summed in fp64), again on the tensor cores for bf16 / fp16. These kernels have not yet been run on a GPU: the tests and
   benchmarks that check them (tests/test_conv.py::test_fast_forward_cuda, bench/bench_conv.py)
   wait for bench/gpu_check.sh on the device.
 * Everything else -- fp64, more taps, the input gradient, and every CPU pass -- runs the direct

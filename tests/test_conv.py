@@ -123,6 +123,21 @@ def test_fast_forward_cuda(case, dtype):
             assert rel_err(bl.grad, b64.grad) < TOL[dtype], (name, relu)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the implicit-GEMM path is CUDA-only: runs on the device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_forward_weight_at_odd_offset_cuda(dtype):
+    # 96 filters of 2x4x4 = 32 taps: nothing to pad, so the packed weight could alias w, here a
+    # view starting one element into its storage (not 16-byte aligned).
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 2, 23, 19, generator=g).to("cuda", dtype)
+    storage = torch.randn(96 * 32 + 1, generator=g).to("cuda", dtype) * 0.1
+    w = storage[1:].view(96, 2, 4, 4)
+    assert w.data_ptr() % 16 != 0
+    y = ak.conv2d(x, w, None, 2, 1)
+    ref = F.conv2d(x.double(), w.double(), None, 2, 1)
+    assert rel_err(y, ref) < TOL[dtype]
+
+
 def xl_format(t):
     cl = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
     return torch.channels_last if cl else torch.contiguous_format

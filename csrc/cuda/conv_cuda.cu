@@ -13,10 +13,11 @@
 // measured by ../shared/BASELINES.md): 27.0 GFLOP paper conv1 -> 0.53 ms; 18.0 GFLOP torchvision
 // conv1 -> 0.35 ms; bf16 is bound by bytes (x read once, y written once: ~88 MB, ~0.03 ms).
 //
-// Everything else -- the fp64 forward, C*R*S > kIgMaxQ, inputs whose single image passes 2^31
-// elements, and every backward pass -- runs the direct reference kernels of conv.h, one thread
-// per element: correct for every shape, far from cuDNN's speed. The weight-gradient fast path of
-// issue 3 is still to be written.
+// The weight and bias gradients take the same implicit GEMM reduced over pixels (fp32 on the
+// FP32 pipes, bf16 / fp16 on the tensor cores). Everything else --
+// fp64, C*R*S > kIgMaxQ, inputs whose single image passes 2^31 elements, and the input gradient
+// (conv1's input never needs one) -- runs the direct reference kernels of conv.h, one thread per
+// element: correct for every shape, far from cuDNN's speed.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <torch/library.h>
@@ -337,7 +338,8 @@ __global__ void __launch_bounds__(kIgThreads, 2)
 // atomics). Tiling: 16 pixels per step; 256 threads = 16 (tx, taps) x 16 (ty, channels), each an
 // 8 x 2J register tile (taps tx*4 + {0..3} and 64 + tx*4 + {0..3}; channels 32j + ty*2 + {0, 1}):
 // the forward kernel's layout with pixels and taps exchanged. Pixel coordinates are decoded once
-// per 256 pixels into a shared table, so the gather does no division. fp32 math for every dtype.
+// per 256 pixels into a shared table, so the gather does no division. This kernel serves fp32;
+// bf16 / fp16 take the tensor-core one below.
 // Floor: as the forward (same FLOPs); the partials add 2 * chunks * K * Qpad * 4 bytes (~50 MB).
 // ---------------------------------------------------------------------------------------------
 constexpr int kWgBQ = 128;   // taps per block
@@ -486,6 +488,161 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm(WgParams w) {
   }
 }
 
+// bf16 / fp16 weight gradient on the tensor cores: the same chunks, tiles and partials, with
+// mma.sync.m16n8k16 (fp32 accumulate) in place of the FMAs.
+//   D[k, q] += G^T[k, pixels] * A[pixels, q]:  MMA rows = channels, columns = taps, K = pixels.
+// Tiling: 32 pixels per step; 8 warps = 2 (channels: BN/2 each, MT = BN/32 m16 tiles) x 4 (taps:
+// 32 each, four n8 tiles). Shared tiles are pixel-contiguous (G: [channel][pixel], A: [tap][pixel])
+// with rows padded to 40 halves, as the forward's. Each thread gathers one tap for 16 pixels
+// (two uint4 stores) and 2J channel x pixel-pair words of G; the bias gradient is summed from the
+// gathered G in fp32 and reduced across the 16 lanes that share a channel.
+constexpr int kWgBM16 = 32;  // pixels per step
+
+template <typename T, int J>
+__global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm_mma(WgParams w) {
+  using D = uint16_t;
+  constexpr int BN = 32 * J, MT = BN / 32;
+  constexpr int kRow = kWgBM16 + 8;
+  constexpr int kGWords = BN * kWgBM16 / 2 / kIgThreads;  // 2J (channel, pixel pair) words per thread
+  const IgParams& p = w.f;
+  __shared__ __align__(16) D As[kWgBQ][kRow];
+  __shared__ __align__(16) D Gs[BN][kRow];
+  __shared__ WgPixel table[kWgTable];
+
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  const T* __restrict__ g = static_cast<const T*>(w.g);
+  const T* __restrict__ yv = static_cast<const T*>(w.yv);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int gq = lane / 4, tq = lane % 4;
+  const int wk = warp % 2, wq = warp / 2;
+  const int q0 = blockIdx.y * kWgBQ, k0 = blockIdx.z * BN;
+  const bool bias_block = w.dbpart != nullptr && blockIdx.y == 0;
+
+  // This thread's gather tap (fixed for the block) and pixel half of each step.
+  const int my_q = q0 + tid % kWgBQ, a_p = (tid / kWgBQ) * 16;
+  int32_t t_off = 0, t_r = 0, t_s = 0;
+  const bool t_valid = my_q < p.Q;
+  if (t_valid) {
+    const int RS = p.R * p.S;
+    const int c = my_q / RS;
+    t_r = (my_q - c * RS) / p.S;
+    t_s = my_q - c * RS - t_r * p.S;
+    t_off = c * p.xsc + t_r * p.xsh + t_s * p.xsw;
+  }
+
+  float acc[MT][4][4], dbacc[kGWords];
+  AK_UNROLL for (int i = 0; i < MT; ++i) AK_UNROLL for (int j = 0; j < 4; ++j) AK_UNROLL for (int r = 0; r < 4; ++r)
+      acc[i][j][r] = 0.f;
+  AK_UNROLL for (int i = 0; i < kGWords; ++i) dbacc[i] = 0.f;
+
+  uint32_t a_reg[8], g_reg[kGWords];
+  auto a_bits = [&](int pix) -> uint32_t {
+    const WgPixel& px = table[pix];
+    const int ih = px.ih0 + t_r, iw = px.iw0 + t_s;
+    if (px.valid && t_valid && static_cast<unsigned>(ih) < static_cast<unsigned>(p.H) &&
+        static_cast<unsigned>(iw) < static_cast<unsigned>(p.W))
+      return x[px.xbase + t_off].x;
+    return 0;
+  };
+  auto g_bits = [&](int pix, int k, float& sum) -> uint32_t {
+    const WgPixel& px = table[pix];
+    if (!px.valid || k >= p.K) return 0;
+    const T v = g[px.goff + k * w.gsc];
+    // torch.relu's backward: zero where y <= 0 (NaN passes)
+    if (yv != nullptr && static_cast<float>(yv[px.yoff + k * w.vsc]) <= 0.f) return 0;
+    sum += static_cast<float>(v);
+    return v.x;
+  };
+  auto gather = [&](int step) {
+    const int base = step * kWgBM16;
+    AK_UNROLL for (int i = 0; i < 8; ++i)
+      a_reg[i] = a_bits(base + a_p + 2 * i) | (a_bits(base + a_p + 2 * i + 1) << 16);
+    AK_UNROLL for (int i = 0; i < kGWords; ++i) {
+      const int e = tid + i * kIgThreads, kk = e / 16, pp = e % 16;
+      g_reg[i] = g_bits(base + 2 * pp, k0 + kk, dbacc[i]) | (g_bits(base + 2 * pp + 1, k0 + kk, dbacc[i]) << 16);
+    }
+  };
+  auto stash = [&]() {
+    uint4* dst = reinterpret_cast<uint4*>(&As[tid % kWgBQ][a_p]);
+    dst[0] = make_uint4(a_reg[0], a_reg[1], a_reg[2], a_reg[3]);
+    dst[1] = make_uint4(a_reg[4], a_reg[5], a_reg[6], a_reg[7]);
+    AK_UNROLL for (int i = 0; i < kGWords; ++i) {
+      const int e = tid + i * kIgThreads;
+      *reinterpret_cast<uint32_t*>(&Gs[e / 16][2 * (e % 16)]) = g_reg[i];
+    }
+  };
+
+  const int64_t m_begin = static_cast<int64_t>(blockIdx.x) * w.chunk;
+  const int64_t m_end = m_begin + w.chunk < p.M ? m_begin + w.chunk : p.M;
+  const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
+  for (int64_t mb = m_begin; mb < m_end; mb += kWgTable) {
+    __syncthreads();  // the previous table and tiles are no longer read
+    {
+      const int64_t m = mb + tid;
+      WgPixel px{0, 0, 0, 0, 0, 0};
+      if (m < m_end) {
+        const int64_t n = m / plane;
+        const int32_t rest = static_cast<int32_t>(m - n * plane);
+        const int32_t oh = rest / p.OW, ow = rest - oh * p.OW;
+        px.ih0 = oh * p.sH - p.pH;
+        px.iw0 = ow * p.sW - p.pW;
+        px.xbase = n * p.xsn + static_cast<int64_t>(px.ih0) * p.xsh + static_cast<int64_t>(px.iw0) * p.xsw;
+        px.goff = n * w.gsn + oh * w.gsh + ow * w.gsw;
+        px.yoff = n * w.vsn + oh * w.vsh + ow * w.vsw;
+        px.valid = 1;
+      }
+      table[tid] = px;
+    }
+    __syncthreads();
+    const int64_t left = m_end - mb;
+    const int steps = static_cast<int>(((left < kWgTable ? left : kWgTable) + kWgBM16 - 1) / kWgBM16);
+    gather(0);
+    stash();
+    __syncthreads();
+    for (int st = 0; st < steps; ++st) {
+      const bool more = st + 1 < steps;
+      if (more) gather(st + 1);
+      AK_UNROLL for (int kp = 0; kp < kWgBM16; kp += 16) {
+        uint32_t a[MT][4], b[4][2];
+        AK_UNROLL for (int i = 0; i < MT; ++i) {
+          const int row = wk * (BN / 2) + i * 16 + gq;
+          a[i][0] = *reinterpret_cast<const uint32_t*>(&Gs[row][kp + 2 * tq]);
+          a[i][1] = *reinterpret_cast<const uint32_t*>(&Gs[row + 8][kp + 2 * tq]);
+          a[i][2] = *reinterpret_cast<const uint32_t*>(&Gs[row][kp + 2 * tq + 8]);
+          a[i][3] = *reinterpret_cast<const uint32_t*>(&Gs[row + 8][kp + 2 * tq + 8]);
+        }
+        AK_UNROLL for (int j = 0; j < 4; ++j) {
+          const int col = wq * 32 + j * 8 + gq;
+          b[j][0] = *reinterpret_cast<const uint32_t*>(&As[col][kp + 2 * tq]);
+          b[j][1] = *reinterpret_cast<const uint32_t*>(&As[col][kp + 2 * tq + 8]);
+        }
+        AK_UNROLL for (int i = 0; i < MT; ++i) AK_UNROLL for (int j = 0; j < 4; ++j) MmaType<T>::mma(acc[i][j], a[i], b[j]);
+      }
+      __syncthreads();
+      if (more) {
+        stash();
+        __syncthreads();
+      }
+    }
+  }
+
+  float* part = w.part + static_cast<int64_t>(blockIdx.x) * w.Kpad * p.Qpad;
+  AK_UNROLL for (int i = 0; i < MT; ++i) AK_UNROLL for (int j = 0; j < 4; ++j) {
+    const int k = k0 + wk * (BN / 2) + i * 16 + gq;  // rows k and k + 8, < Kpad always
+    const int q = q0 + wq * 32 + j * 8 + 2 * tq;     // columns q and q + 1, < Qpad always
+    *reinterpret_cast<float2*>(part + static_cast<int64_t>(k) * p.Qpad + q) = make_float2(acc[i][j][0], acc[i][j][1]);
+    *reinterpret_cast<float2*>(part + static_cast<int64_t>(k + 8) * p.Qpad + q) = make_float2(acc[i][j][2], acc[i][j][3]);
+  }
+  if (bias_block) {
+    // Lanes l and l ^ 1, ^ 2, ^ 4, ^ 8 hold the same channel (e % 16 = tid % 16 picks the pixel pair).
+    AK_UNROLL for (int i = 0; i < kGWords; ++i) {
+      float v = dbacc[i];
+      AK_UNROLL for (int o = 1; o < 16; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (tid % 16 == 0) w.dbpart[static_cast<int64_t>(blockIdx.x) * w.Kpad + k0 + (tid + i * kIgThreads) / 16] = v;
+    }
+  }
+}
+
 // dW (and db) from the partials: one thread per weight element, the chunks summed in fp64.
 template <typename T>
 __global__ void conv_wgrad_reduce(const float* __restrict__ part, const float* __restrict__ dbpart, int chunks,
@@ -556,6 +713,9 @@ at::Tensor conv2d_forward_igemm(const at::Tensor& x, const at::Tensor& w, const 
   // The weight as the GEMM's B, [Kpad, Qpad] with taps in (c, r, s) order, zero-padded so the
   // kernel reads whole vectors with no bounds tests (and 0 * 0 where A is padded too).
   at::Tensor wp = at::constant_pad_nd(w.reshape({g.K, Q}), {0, Qpad - Q, 0, Kpad - g.K}, 0).contiguous();
+  // With nothing to pad this may be a view of w, whose storage offset can break the 16-byte
+  // alignment of the tensor-core kernel's vector loads.
+  if (reinterpret_cast<uintptr_t>(wp.const_data_ptr()) % 16 != 0) wp = wp.clone();
 
   IgParams p = ig_params(x, g, Qpad);
   p.w = wp.const_data_ptr();
@@ -637,8 +797,13 @@ void conv2d_wgrad_igemm(const at::Tensor& grad, const at::Tensor& x, const c10::
   const unsigned rblocks = static_cast<unsigned>((outs + 255) / 256);
   auto launch = [&](auto tag) {
     using scalar_t = decltype(tag);
-    if (J == 3) conv_wgrad_igemm<scalar_t, 3><<<grid, kIgThreads, 0, stream>>>(wp);
-    else conv_wgrad_igemm<scalar_t, 2><<<grid, kIgThreads, 0, stream>>>(wp);
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (J == 3) conv_wgrad_igemm<scalar_t, 3><<<grid, kIgThreads, 0, stream>>>(wp);
+      else conv_wgrad_igemm<scalar_t, 2><<<grid, kIgThreads, 0, stream>>>(wp);
+    } else {
+      if (J == 3) conv_wgrad_igemm_mma<scalar_t, 3><<<grid, kIgThreads, 0, stream>>>(wp);
+      else conv_wgrad_igemm_mma<scalar_t, 2><<<grid, kIgThreads, 0, stream>>>(wp);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     conv_wgrad_reduce<scalar_t><<<rblocks, 256, 0, stream>>>(
         wp.part, wp.dbpart, static_cast<int>(chunks), static_cast<int>(g.K), static_cast<int>(Kpad),
