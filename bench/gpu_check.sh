@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU, for the device tool (run from the repo root):
 #   build   build for sm_90 (pip install --no-build-isolation --no-deps -e .), build_info
-#   tests   the whole test suite on CUDA (large tensors included)
+#   tests   the tests that touch the GPU (-k "cuda or large": CUDA kernels, Triton on the GPU,
+#           towers on CUDA, >2^31-element tensors); CI runs the rest. TESTS_K="" runs them all.
 #   sanitize  compute-sanitizer memcheck and racecheck on the CUDA kernels' tests
 #   bench   the full-size benchmarks (pytest bench/ --benchmark) as markdown tables
 #   train   the default `python train/run.py` on the GPU (target: under a minute) and
@@ -9,7 +10,8 @@
 # Usage on the device:  bash bench/gpu_check.sh [PHASES]   (comma-separated; default: all, in
 # the order above). One device call allows 10 minutes: a run that may not fit can be split,
 # e.g. "build,tests,sanitize" then "bench,train" on the same warm machine (the build is kept;
-# a phase after a fresh start builds first). SAN_K overrides the sanitizer runs' -k expression.
+# a phase after a fresh start builds first). SAN_K overrides the sanitizer runs' -k expression,
+# BENCH_FILES the benchmark files (e.g. bench/bench_conv.py bench/bench_lrn.py; default bench/).
 # Logs, tables and the training run's files land in $OUT (the device tool brings it back).
 set -uo pipefail
 OUT="${OUT:-/tmp/gpu_check}"
@@ -19,6 +21,8 @@ PHASES=",${1:-build,tests,sanitize,bench,train},"
 # The sanitizers slow kernels ~100x: the batch-128/257 conv cases are left to the plain tests.
 SAN_K="${SAN_K:-cuda and not large and not opcheck and not gradcheck and not 128x3x227 and not 257x3x224}"
 SAN_FILES="tests/test_lrn.py tests/test_max_pool.py tests/test_conv.py"
+TESTS_K="${TESTS_K-cuda or large}"
+BENCH_FILES="${BENCH_FILES:-bench/}"
 status=0
 
 step() { echo; echo "=== $* ($(date -u +%T))"; }
@@ -40,8 +44,8 @@ if want build || ! python -c "import alexnet_kernels" >/dev/null 2>&1; then
 fi
 
 if want tests; then
-  step "tests (CPU and CUDA)"
-  python -m pytest tests -q -ra --maxfail=30 2>&1 | tee "$OUT/tests.log" | tail -n 40
+  step "tests (-k '$TESTS_K')"
+  python -m pytest tests -q -ra --maxfail=30 ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$OUT/tests.log" | tail -n 40
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 
@@ -64,7 +68,8 @@ fi
 if want bench; then
   step "benchmarks"
   rm -f "$OUT/bench.md"
-  ALEXNET_BENCH_OUT="$OUT/bench.md" python -m pytest bench/ --benchmark -q -ra >"$OUT/bench.log" 2>&1
+  # shellcheck disable=SC2086
+  ALEXNET_BENCH_OUT="$OUT/bench.md" python -m pytest $BENCH_FILES --benchmark -q -ra >"$OUT/bench.log" 2>&1
   rc=$?; [ $rc -eq 0 ] || status=1
   echo "bench exit $rc"; tail -n 5 "$OUT/bench.log"
   cat "$OUT/bench.md"
