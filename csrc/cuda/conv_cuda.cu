@@ -769,8 +769,11 @@ void conv2d_wgrad_igemm(const at::Tensor& grad, const at::Tensor& x, const c10::
   const int64_t want = std::max<int64_t>(1, 4 * sms / tiles);
   int64_t chunk = (M + want - 1) / want;
   // At most 2048 pixels per chunk: each thread sums its chunk serially in fp32, whose rounding
-  // grows like sqrt(chunk) (~2e-6 relative at 2048); the chunks are then summed in fp64.
-  chunk = std::min<int64_t>(chunk, 2048);
+  // grows like sqrt(chunk) (~2e-6 relative at 2048); the chunks are then summed in fp64. Unless
+  // the partials would pass 256 MiB (batches far beyond conv1's 128: ~28 MiB there): then fewer,
+  // longer chunks.
+  const int64_t max_chunks = std::max<int64_t>(want, (int64_t(256) << 20) / (Kpad * Qpad * 4));
+  chunk = std::max<int64_t>(std::min<int64_t>(chunk, 2048), (M + max_chunks - 1) / max_chunks);
   chunk = std::max<int64_t>(kWgTable, (chunk + kWgTable - 1) / kWgTable * kWgTable);
   const int64_t chunks = std::max<int64_t>(1, (M + chunk - 1) / chunk);
   auto f32 = x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous);
