@@ -3,12 +3,14 @@
 Kernels: csrc/cuda/conv_cuda.cu and csrc/cpu/conv_cpu.cpp.
 
 * CUDA, fp32 / bf16 / fp16 with C*R*S <= 1024 taps (AlexNet's conv1: 363): an implicit GEMM that
-  gathers the im2col tiles into shared memory. Forward on the FP32 pipes for fp32 (never TF32)
-  and on the tensor cores (mma.sync, fp32 accumulation) for bf16 / fp16, bias and ReLU fused;
-  the weight and bias gradients as the same GEMM reduced over pixels in deterministic chunks
-  (fp32 partials summed in fp64), again on the tensor cores for bf16 / fp16. These kernels have not yet been run on a GPU: the tests and
-  benchmarks that check them (tests/test_conv.py::test_fast_forward_cuda, bench/bench_conv.py)
-  wait for bench/gpu_check.sh on the device.
+  gathers the im2col tiles into shared memory (csrc/cuda/conv_igemm.cuh). Forward on the FP32
+  pipes for fp32 (never TF32) and on the tensor cores (mma.sync, fp32 accumulation) for bf16 /
+  fp16, bias and ReLU fused; the weight and bias gradients as the same GEMM reduced over pixels
+  in deterministic chunks (fp32 partials summed in fp64), again on the tensor cores for bf16 /
+  fp16. Without a GPU, tests/test_conv_emulated.py runs these very kernels on the CPU under an
+  emulator of CUDA threads, barriers and mma.sync (csrc/cuda/emulate/), against F.conv2d: their
+  indexing is checked there. Their speed, and the GPU's own mma.sync, are checked by
+  tests/test_conv.py's CUDA tests and bench/bench_conv.py, which wait for bench/gpu_check.sh.
 * Everything else -- fp64, more taps, the input gradient, and every CPU pass -- runs the direct
   element functions of csrc/conv.h: one thread (or CPU task) per output element, correct for
   every shape, not fast.
