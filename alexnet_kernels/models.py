@@ -36,9 +36,10 @@ backend="custom" runs LRN, max pooling and ReLU on this package's kernels and fu
 that a dropout follows into one ``relu_dropout`` kernel (fc6 and fc7 in the paper variant, fc6 in
 torchvision's, whose fc7 input dropout comes right after fc6's ReLU). backend="torch" builds the
 same model from torch.nn's modules, with the same parameter names, so one state_dict runs on
-both and any difference between their outputs is the kernels'. Convolutions and linear layers are
-PyTorch's in both until the package has its own convolution; conv1 and the ReLU after it are made
-by one factory (``_BACKENDS[...].conv1_relu``) so that moving conv1 to it is a one-line change.
+both and any difference between their outputs is the kernels'. With backend="custom", conv1 and
+its ReLU are one alexnet_kernels.conv2d call (bias and ReLU fused) on CUDA devices; on the CPU,
+where the package's convolution is a slow reference kernel, conv1 stays torch's (see
+``_Conv1ReLU``). conv2 to conv5 and the linear layers are PyTorch's in both backends.
 
 features_at(x, layer)
 ---------------------
@@ -160,6 +161,21 @@ _TORCHVISION_MIN_SIZE = 63
 
 # The parameter-free layers of each backend, as module factories. Pairs fill two slots (the
 # second nn.Identity where the custom backend fuses two ops), so the torchvision indices hold.
+class _Conv1ReLU(ak_nn.Conv2d):
+    """conv1 and the ReLU after it, for backend="custom": the package's implicit-GEMM convolution
+    with the ReLU fused on CUDA; torch's convolution and ReLU on the CPU, where the package's
+    kernel is only a reference (about 100x slower than torch's at AlexNet sizes). Same
+    parameters as nn.Conv2d, so state_dicts carry over."""
+
+    def __init__(self, **conv):
+        super().__init__(**conv, relu=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:
+            return super().forward(x)
+        return F.relu(F.conv2d(x, self.weight, self.bias, self.stride, self.padding))
+
+
 _BACKENDS = {
     "torch": SimpleNamespace(
         conv1_relu=lambda **conv: (nn.Conv2d(**conv), nn.ReLU(inplace=True)),
@@ -169,7 +185,7 @@ _BACKENDS = {
         max_pool=lambda: nn.MaxPool2d(3, 2),
     ),
     "custom": SimpleNamespace(
-        conv1_relu=lambda **conv: (nn.Conv2d(**conv), ak_nn.ReLU()),
+        conv1_relu=lambda **conv: (_Conv1ReLU(**conv), nn.Identity()),
         relu=ak_nn.ReLU,
         relu_dropout=lambda p: (ak_nn.ReLUDropout(p), nn.Identity()),
         lrn=lambda: ak_nn.LocalResponseNorm(**_LRN),

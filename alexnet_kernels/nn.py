@@ -27,7 +27,13 @@ class Conv2d(torch.nn.Conv2d):
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding, relu=self.relu)
+        w, b = self.weight, self.bias
+        # Under autocast, as torch.nn.Conv2d (float64 is left alone, as autocast does): the op
+        # itself is not on autocast's lists, so the cast is here.
+        if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64:
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, w, b = x.to(dtype), w.to(dtype), None if b is None else b.to(dtype)
+        return conv2d(x, w, b, self.stride, self.padding, relu=self.relu)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", relu=True" if self.relu else "")

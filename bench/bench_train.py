@@ -8,7 +8,8 @@ For each variant (paper at 227x227, torchvision at 224x224; smoke: torchvision a
 precision (fp32 with TF32 off, bf16 autocast), 1000 classes, three implementations of the same
 network:
 
-* custom:   alexnet(variant, backend="custom"): LRN, max pooling, ReLU and ReLU+dropout on our kernels
+* custom:   alexnet(variant, backend="custom"): conv1+ReLU (CUDA), LRN, max pooling, ReLU and
+            ReLU+dropout on our kernels
 * torch:    alexnet(variant, backend="torch"): torch.nn's modules, eager
 * compile:  torch.compile of the torch backend (default Inductor mode; full run only). The paper
             variant is compiled with streams=False: its per-tower CUDA streams are Python-side

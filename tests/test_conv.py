@@ -185,6 +185,20 @@ def test_module_state_dict_round_trip():
         ak.nn.Conv2d(4, 4, 3, groups=2)
 
 
+def test_module_under_autocast():
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(3, 8, 11, stride=4, padding=2)
+    ours = ak.nn.Conv2d(3, 8, 11, stride=4, padding=2)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 63, 63, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_ref, y = ref(x), ours(x)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    assert rel_err(y, y_ref.float()) < TOL[torch.bfloat16]
+    y.float().sum().backward()  # through the casts to the fp32 parameters and input
+    assert ours.weight.grad.dtype == torch.float32 and x.grad is not None
+
+
 def test_bad_input():
     x, w, b = make(CASES[2], "cpu")
     with pytest.raises(ValueError, match="input channels"):

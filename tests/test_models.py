@@ -60,6 +60,9 @@ def test_paper_output_shape_and_parameter_count():
     model = alexnet("paper", num_classes=10)  # backend="custom"
     assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.Dropout, torch.nn.LocalResponseNorm, torch.nn.MaxPool2d))
                    for m in model.modules())
+    # conv1 + ReLU is the package's fused convolution (on CUDA; torch's on the CPU)
+    import alexnet_kernels.nn as ak_nn
+    assert all(isinstance(t.conv1, ak_nn.Conv2d) and t.conv1.relu for t in model.towers)
     with torch.no_grad():
         assert model(images(2)).shape == (2, 10)
     # By hand: per tower conv1 48x3x11x11, conv2 128x48x5x5, conv3 192x256x3x3 (both towers'
