@@ -25,12 +25,15 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 # (input shape, out channels, kernel, stride, padding): conv1 of the paper (96 filters: 96-wide
 # tiles) and of torchvision (64: 64-wide tiles, padding), 100 filters (a second, masked tile),
 # a rectangular kernel with unequal strides, and an image of 529 output pixels, which the weight
-# gradient splits into chunks of two table fills, the last chunk part empty.
+# gradient splits into chunks of two table fills, the last chunk part empty; then the extremes
+# of the tap count.
 CASES = [
     ((2, 3, 35, 35), 96, 11, 4, 0),
     ((1, 3, 36, 40), 64, 11, 4, 2),
     ((2, 2, 13, 11), 100, (3, 5), (2, 1), (1, 2)),
     ((1, 3, 99, 99), 96, 11, 4, 0),
+    ((2, 4, 20, 20), 8, 16, 2, 3),   # 1024 taps, the most the tap table holds; 8 of a 64-wide tile
+    ((3, 1, 9, 9), 5, 1, 1, 0),      # a single tap
 ]
 
 
