@@ -99,17 +99,25 @@ __device__ __forceinline__ int64_t ig_offset(const IgParams& p, const IgPixel& p
   return px.base + t.off;
 }
 
-// Bias, ReLU (NaN passes, as torch.relu) and the store of one output element.
-template <typename T>
-__device__ __forceinline__ void ig_store(const IgParams& p, int64_t m, int k, float acc) {
-  if (m >= p.M || k >= p.K) return;
-  if (p.b) acc += static_cast<float>(static_cast<const T*>(p.b)[k]);
-  if (p.relu && acc < 0.f) acc = 0.f;
+// Where output pixel m starts in y (y[n, 0, oh, ow]), or -1 past the last pixel. Decoded once
+// per pixel a thread stores, not once per element: the 64-bit division would otherwise cost as
+// much as the main loop.
+__device__ __forceinline__ int64_t ig_out_base(const IgParams& p, int64_t m) {
+  if (m >= p.M) return -1;
   const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
   const int64_t n = m / plane;
   const int32_t rest = static_cast<int32_t>(m - n * plane);
   const int32_t oh = rest / p.OW, ow = rest - oh * p.OW;
-  static_cast<T*>(p.y)[n * p.ysn + k * p.ysc + oh * p.ysh + ow * p.ysw] = static_cast<T>(acc);
+  return n * p.ysn + oh * p.ysh + ow * p.ysw;
+}
+
+// Bias, ReLU (NaN passes, as torch.relu) and the store of output element (pixel at base, k).
+template <typename T>
+__device__ __forceinline__ void ig_store(const IgParams& p, int64_t base, int k, float acc) {
+  if (base < 0 || k >= p.K) return;
+  if (p.b) acc += static_cast<float>(static_cast<const T*>(p.b)[k]);
+  if (p.relu && acc < 0.f) acc = 0.f;
+  static_cast<T*>(p.y)[base + k * p.ysc] = static_cast<T>(acc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -193,8 +201,8 @@ __global__ void __launch_bounds__(kIgThreads, 2)
   }
 
   AK_UNROLL for (int i = 0; i < 8; ++i) {
-    const int64_t m = m0 + (i < 4 ? tx * 4 + i : 64 + tx * 4 + i - 4);
-    AK_UNROLL for (int j = 0; j < 2 * J; ++j) ig_store<float>(p, m, k0 + 32 * (j / 2) + ty * 2 + (j % 2), acc[i][j]);
+    const int64_t base = ig_out_base(p, m0 + (i < 4 ? tx * 4 + i : 64 + tx * 4 + i - 4));
+    AK_UNROLL for (int j = 0; j < 2 * J; ++j) ig_store<float>(p, base, k0 + 32 * (j / 2) + ty * 2 + (j % 2), acc[i][j]);
   }
 }
 
@@ -329,13 +337,16 @@ __global__ void __launch_bounds__(kIgThreads, 2)
     }
   }
 
-  AK_UNROLL for (int i = 0; i < 2; ++i) AK_UNROLL for (int j = 0; j < NT; ++j) {
+  AK_UNROLL for (int i = 0; i < 2; ++i) {
     const int64_t m = m0 + wm * 32 + i * 16 + g;
-    const int k = k0 + wn * (BN / 2) + j * 8 + 2 * t;
-    ig_store<T>(p, m, k, acc[i][j][0]);
-    ig_store<T>(p, m, k + 1, acc[i][j][1]);
-    ig_store<T>(p, m + 8, k, acc[i][j][2]);
-    ig_store<T>(p, m + 8, k + 1, acc[i][j][3]);
+    const int64_t lo = ig_out_base(p, m), hi = ig_out_base(p, m + 8);
+    AK_UNROLL for (int j = 0; j < NT; ++j) {
+      const int k = k0 + wn * (BN / 2) + j * 8 + 2 * t;
+      ig_store<T>(p, lo, k, acc[i][j][0]);
+      ig_store<T>(p, lo, k + 1, acc[i][j][1]);
+      ig_store<T>(p, hi, k, acc[i][j][2]);
+      ig_store<T>(p, hi, k + 1, acc[i][j][3]);
+    }
   }
 }
 
