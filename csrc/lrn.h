@@ -11,15 +11,21 @@
 // Only x is saved for backward; d is recomputed from it (cheaper than storing it: the window
 // reads hit L1/L2, and HBM traffic is what bounds this op).
 //
-// Tiling: one thread per output element, flat index taken in the output's memory order (so
-// (n, c, s) with s fastest for NCHW, (n, s, c) with c fastest for channels_last). Either way a
-// warp's loads of one window tap are coalesced and the size-1 neighbouring taps are L1 hits.
+// Tiling. Size 5 (AlexNet's) on NCHW: one thread per (n, s) column, walking the C channels with
+// the window in registers (shift registers of x, and in backward of g, t and d^-beta), so each
+// element of x (and g) is loaded once; neighbouring threads take neighbouring s, so every load
+// is coalesced. Other sizes and layouts: one thread per output element, flat index taken in the
+// output's memory order ((n, c, s) with s fastest for NCHW, (n, s, c) with c fastest for
+// channels_last, where the window's taps share cache lines). The column and element paths
+// compute the same expressions in the same order (up to the compiler's choice of FMAs).
 //
 // Floor, [128, 96, 55, 55] fp32 (142 MiB): forward reads x and writes y, 297 MB, 0.10 ms at
 // 2.95 TB/s. Backward reads x and g and writes dx, 446 MB, 0.15 ms. Arithmetic: forward one pow
-// and `size` FMAs per element; backward `size` pows and size^2 FMAs per element. For size 5 the
-// backward keeps the 9 inputs it needs in registers (14 cached loads an element, not 30); other
-// sizes re-read each window from cache. On the GPU pow is __powf (2 MUFU ops, error a few ulp).
+// and `size` FMAs per element; backward, by column, one pow and about 3 * size FMAs per element
+// (by element: `size` pows and size^2 FMAs). Loads: by column, one of x (and one of g) per
+// element, from HBM; by element, the window's neighbours again, from L1/L2 (for size 5 the
+// backward element keeps its 9 inputs in registers: 14 cached loads an element, not 30). On
+// the GPU pow is __powf (2 MUFU ops, error a few ulp).
 #pragma once
 
 #include "common.h"
@@ -144,6 +150,86 @@ AK_UNROLL
   a.out[n * a.o_sN + j * a.o_sC + s * a.o_sS] = static_cast<scalar_t>(gj * dpow_j - k.inv_size_scale * xj * acc);
 }
 
+// Forward of one (n, s) column, window size SIZE known at compile time, NCHW-style strides (any
+// strides work; the column path is chosen where consecutive s are adjacent in memory).
+// xv[w] = x[c - PRE + w] (0 outside [0, C)): the window of output c.
+template <typename scalar_t, typename acc_t, int SIZE>
+AK_HD void lrn_forward_column(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& k, int64_t n, int64_t s) {
+  constexpr int PRE = SIZE / 2;
+  const scalar_t* col = a.x + n * a.x_sN + s * a.x_sS;
+  scalar_t* out = a.out + n * a.o_sN + s * a.o_sS;
+  const int64_t C = a.C;
+  auto load = [&](int64_t c) { return (c >= 0 && c < C) ? static_cast<acc_t>(col[c * a.x_sC]) : acc_t(0); };
+  acc_t xv[SIZE];
+AK_UNROLL
+  for (int w = 0; w < SIZE; ++w) xv[w] = load(w - PRE);
+  for (int64_t c = 0; c < C; ++c) {
+    acc_t sum = 0;
+AK_UNROLL
+    for (int w = 0; w < SIZE; ++w) sum += xv[w] * xv[w];
+    const acc_t d = lrn_denominator(sum, k);
+    out[c * a.o_sC] = static_cast<scalar_t>(xv[PRE] / ak_pow(d, k.beta));
+AK_UNROLL
+    for (int w = 0; w + 1 < SIZE; ++w) xv[w] = xv[w + 1];
+    xv[SIZE - 1] = load(c + 1 + SIZE - 1 - PRE);
+  }
+}
+
+// Backward of one (n, s) column for window size SIZE, with the same expressions, in the same
+// order, as lrn_backward_element<SIZE>. At output j:
+//   xs[o] = x[j - (SIZE-1) + o], o < 2*SIZE-1       (every input the SIZE windows below touch)
+//   gs[r], ts[r], dp[r] = g[q], g[q] * x[q] * d[q]^(-beta) / d[q], d[q]^(-beta) for q = j - POST + r
+// so dx[j] = gs[POST] * dp[POST] - scale * x[j] * sum_r ts[r]. Each step loads one new x and g.
+template <typename scalar_t, typename acc_t, int SIZE>
+AK_HD void lrn_backward_column(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& k, int64_t n, int64_t s) {
+  constexpr int PRE = SIZE / 2, POST = (SIZE - 1) / 2, SPAN = 2 * SIZE - 1;
+  const scalar_t* xcol = a.x + n * a.x_sN + s * a.x_sS;
+  const scalar_t* gcol = a.g + n * a.g_sN + s * a.g_sS;
+  scalar_t* out = a.out + n * a.o_sN + s * a.o_sS;
+  const int64_t C = a.C;
+  auto load_x = [&](int64_t c) { return (c >= 0 && c < C) ? static_cast<acc_t>(xcol[c * a.x_sC]) : acc_t(0); };
+  auto load_g = [&](int64_t c) { return (c >= 0 && c < C) ? static_cast<acc_t>(gcol[c * a.g_sC]) : acc_t(0); };
+  acc_t xs[SPAN], gs[SIZE], ts[SIZE], dp[SIZE];
+  // t and d^-beta of output q, from xs holding x[q - PRE ..] at xs[o0 ..]; 0 outside [0, C).
+  auto t_of = [&](int64_t q, int o0, acc_t gq, acc_t& dpow) -> acc_t {
+    dpow = 0;
+    if (q < 0 || q >= C) return acc_t(0);
+    acc_t sum = 0;
+AK_UNROLL
+    for (int w = 0; w < SIZE; ++w) sum += xs[o0 + w] * xs[o0 + w];
+    const acc_t d = lrn_denominator(sum, k);
+    dpow = ak_pow(d, -k.beta);
+    return gq * xs[o0 + PRE] * (dpow / d);
+  };
+AK_UNROLL
+  for (int o = 0; o < SPAN; ++o) xs[o] = load_x(o - (SIZE - 1));
+  // For j = 0: q = r - POST has its window at xs[r ..].
+AK_UNROLL
+  for (int r = 0; r < SIZE; ++r) {
+    gs[r] = load_g(r - POST);
+    ts[r] = t_of(r - POST, r, gs[r], dp[r]);
+  }
+  for (int64_t j = 0; j < C; ++j) {
+    acc_t acc = 0;
+AK_UNROLL
+    for (int r = 0; r < SIZE; ++r) acc += ts[r];
+    out[j * a.o_sC] = static_cast<scalar_t>(gs[POST] * dp[POST] - k.inv_size_scale * xs[SIZE - 1] * acc);
+    // Step to j + 1: shift in x[j + SIZE] and output q = j + 1 + PRE (its window: xs[SIZE - 1 ..]).
+AK_UNROLL
+    for (int o = 0; o + 1 < SPAN; ++o) xs[o] = xs[o + 1];
+    xs[SPAN - 1] = load_x(j + SIZE);
+AK_UNROLL
+    for (int r = 0; r + 1 < SIZE; ++r) {
+      gs[r] = gs[r + 1];
+      ts[r] = ts[r + 1];
+      dp[r] = dp[r + 1];
+    }
+    const int64_t q = j + 1 + PRE;
+    gs[SIZE - 1] = load_g(q);
+    ts[SIZE - 1] = t_of(q, SIZE - 1, gs[SIZE - 1], dp[SIZE - 1]);
+  }
+}
+
 }  // namespace alexnet_kernels
 
 #include <ATen/ATen.h>
@@ -231,6 +317,40 @@ struct LrnOp {
   }
 };
 
+// One (n, s) column per index: the size-5 NCHW path (kPass as in LrnOp).
+template <typename scalar_t, typename acc_t, typename Div, int kPass>
+struct LrnColumnOp {
+  static constexpr int64_t kCpuGrain = 64;  // columns per CPU task: each walks all C channels
+  LrnArgs<scalar_t> a;
+  LrnCoef<acc_t> coef;
+  Div cols;  // divides a column index by S
+  template <typename index_t>
+  AK_HD void operator()(index_t i) const {
+    index_t n, s;
+    cols.divmod(i, n, s);
+    if constexpr (kPass == kLrnForward) {
+      lrn_forward_column<scalar_t, acc_t, 5>(a, coef, n, s);
+    } else {
+      lrn_backward_column<scalar_t, acc_t, kPass>(a, coef, n, s);
+    }
+  }
+};
+
+// Whether a pass takes the column path: AlexNet's size 5 on an output whose spatial index is
+// fastest (NCHW), where neighbouring columns are neighbours in memory.
+template <typename scalar_t>
+inline bool lrn_by_column(const LrnArgs<scalar_t>& a) { return a.size == 5 && !a.channels_last; }
+
+template <typename Runner, int kPass, typename scalar_t, typename acc_t>
+inline void lrn_run_columns(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& coef) {
+  const int64_t columns = a.N * a.S;
+  if (columns < kInt32Limit) {
+    Runner::template run<int32_t>(columns, LrnColumnOp<scalar_t, acc_t, FastDivmod32, kPass>{a, coef, FastDivmod32(a.S)});
+  } else {
+    Runner::template run<int64_t>(columns, LrnColumnOp<scalar_t, acc_t, Divmod64, kPass>{a, coef, Divmod64(a.S)});
+  }
+}
+
 // One pass over the output's flat index (inner = its fastest-varying dim), with 32-bit fast
 // dividers where the index fits. Runner::run<index_t>(numel, op) is an at::parallel_for on the
 // CPU (csrc/cpu/runner.h) and a grid-stride kernel on the GPU (csrc/cuda/launch.cuh).
@@ -254,8 +374,13 @@ at::Tensor lrn_forward(const at::Tensor& x, int64_t size, double alpha, double b
   at::Tensor x3 = lrn_as_3d(x), y3 = lrn_as_3d(y);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    lrn_run<Runner, kLrnForward>(lrn_args<scalar_t>(x3, nullptr, y3, fmt, size),
-                                 lrn_coef<acc_t>(size, alpha, beta, k), x.numel());
+    const auto a = lrn_args<scalar_t>(x3, nullptr, y3, fmt, size);
+    const auto coef = lrn_coef<acc_t>(size, alpha, beta, k);
+    if (lrn_by_column(a)) {
+      lrn_run_columns<Runner, kLrnForward>(a, coef);
+    } else {
+      lrn_run<Runner, kLrnForward>(a, coef, x.numel());
+    }
   });
   return y;
 }
@@ -272,7 +397,9 @@ at::Tensor lrn_backward(const at::Tensor& grad, const at::Tensor& x, int64_t siz
     using acc_t = at::opmath_type<scalar_t>;
     const auto a = lrn_args<scalar_t>(x3, &g3, dx3, fmt, size);
     const auto coef = lrn_coef<acc_t>(size, alpha, beta, k);
-    if (size == 5) {
+    if (lrn_by_column(a)) {
+      lrn_run_columns<Runner, 5>(a, coef);
+    } else if (size == 5) {
       lrn_run<Runner, 5>(a, coef, x.numel());
     } else {
       lrn_run<Runner, 0>(a, coef, x.numel());

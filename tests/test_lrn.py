@@ -20,7 +20,7 @@ CASES = [
     ((2, 4, 6), 3, 2.0, 0.75, 1.0),        # 3-D (N, C, L)
     ((1, 6, 2, 3, 5), 6, 0.3, 0.9, 1.5),   # 5-D (N, C, D, H, W)
     ((5, 33, 1, 1), 2, 1.0, 0.6, 3.0),     # fc-like, even size
-    ((2, 3, 4, 5), 5, 0.7, 0.75, 1.0),     # size 5 (the register path) with C < size
+    ((2, 3, 4, 5), 5, 0.7, 0.75, 1.0),     # size 5 (the column path in NCHW) with C < size
     ((1, 6, 3, 3), 5, 1e-4, 0.75, 2.0),    # size 5, C = 6: every window clipped on some side
 ]
 
@@ -180,4 +180,14 @@ def test_more_than_2_31_elements(device):
     dx = torch.ops.alexnet_kernels.lrn_backward(g, x, 3, 1e-2, 0.75, 1.0)
     xt = x[:, :, tail].float().requires_grad_()
     F.local_response_norm(xt, 3, 1e-2, 0.75, 1.0).backward(torch.ones_like(xt))
+    assert rel_err(dx[:, :, tail], xt.grad) < TOL[torch.bfloat16]
+    del dx
+    # Size 5 walks (n, s) columns instead (csrc/lrn.h): its 64-bit offsets, forward and backward.
+    y = ak.lrn(x, 5, 1e-2, 0.75, 1.0)
+    ref = F.local_response_norm(x[:, :, tail].float(), 5, 1e-2, 0.75, 1.0)
+    assert rel_err(y[:, :, tail], ref) < TOL[torch.bfloat16]
+    del y
+    dx = torch.ops.alexnet_kernels.lrn_backward(g, x, 5, 1e-2, 0.75, 1.0)
+    xt = x[:, :, tail].float().requires_grad_()
+    F.local_response_norm(xt, 5, 1e-2, 0.75, 1.0).backward(torch.ones_like(xt))
     assert rel_err(dx[:, :, tail], xt.grad) < TOL[torch.bfloat16]
