@@ -43,9 +43,10 @@ def ids(c):
 
 @pytest.fixture(scope="module")
 def emu():
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("no C++ compiler to build the emulator")
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import is_ninja_available, load
+
+    if shutil.which(os.environ.get("CXX", "c++")) is None or not is_ninja_available():
+        pytest.skip("building the emulator needs a C++ compiler and ninja")
 
     return load("alexnet_kernels_conv_emu", [SOURCE], extra_cflags=["-O2", "-std=c++20", "-pthread"],
                 extra_ldflags=["-pthread"])
