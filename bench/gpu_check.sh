@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU, for the device tool (run from the repo root):
 #   build   build for sm_90 (pip install --no-build-isolation --no-deps -e .), build_info
-#   tests   the tests that touch the GPU (-k "cuda or large": CUDA kernels, Triton on the GPU,
-#           towers on CUDA, >2^31-element tensors); CI runs the rest. TESTS_K="" runs them all.
+#   tests   the tests that touch the GPU (-k cuda: CUDA kernels, Triton on the GPU, towers on
+#           CUDA, the >2^31-element CUDA cases); CI runs the rest. TESTS_K="" runs them all.
 #   sanitize  compute-sanitizer memcheck and racecheck on the CUDA kernels' tests
 #   bench   the full-size benchmarks (pytest bench/ --benchmark) as markdown tables
 #   train   the default `python train/run.py` on the GPU (target: under a minute) and
@@ -21,7 +21,7 @@ PHASES=",${1:-build,tests,sanitize,bench,train},"
 # The sanitizers slow kernels ~100x: the batch-128/257 conv cases are left to the plain tests.
 SAN_K="${SAN_K:-cuda and not large and not opcheck and not gradcheck and not 128x3x227 and not 257x3x224}"
 SAN_FILES="tests/test_lrn.py tests/test_max_pool.py tests/test_conv.py"
-TESTS_K="${TESTS_K-cuda or large}"
+TESTS_K="${TESTS_K-cuda}"
 BENCH_FILES="${BENCH_FILES:-bench/}"
 status=0
 
