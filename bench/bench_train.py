@@ -4,6 +4,9 @@ momentum and weight decay) in images/s, alexnet_kernels' kernels beside PyTorch'
     pytest bench/bench_train.py --benchmark     # batch 128 on the GPU, as in the paper
     pytest bench/bench_train.py                 # smoke: batch 2 (CPU: wall clock, no compile)
 
+test_tower_streams also times the paper variant with both towers on one device, each on its own
+CUDA stream (streams=True, the default) and both on the current one: whether the concurrency pays.
+
 For each variant (paper at 227x227, torchvision at 224x224; smoke: torchvision at 64x64) and
 precision (fp32 with TF32 off, bf16 autocast), 1000 classes, three implementations of the same
 network:
@@ -63,3 +66,25 @@ def test_train_step(full, report, variant, precision):
         if f"{other} img/s" in row:
             row[f"custom vs {other}"] = row["custom img/s"] / row[f"{other} img/s"]
     report(f"AlexNet training step, images/s ({'GPU' if HAS_CUDA else 'CPU smoke'})", row)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tower_streams(full, report, precision):
+    """Issue 5: both towers of the paper variant on one GPU, each on its own CUDA stream or both
+    on the current one: does the concurrency pay? A full training step, custom backend."""
+    cfg = FULL if full else SMOKE
+    device = "cuda" if HAS_CUDA else "cpu"
+    if device == "cpu" and precision == "bf16":
+        pytest.skip("smoke run on the CPU: fp32 only (streams are a CUDA matter)")
+    batch, size = cfg["batch"], cfg["sizes"]["paper"]
+    row = {"variant": "paper", "batch": batch, "precision": precision}
+    for streams in (True, False):
+        torch.manual_seed(0)
+        model = alexnet("paper", NUM_CLASSES, "custom", devices=(device,), streams=streams)
+        step = fixed_batch_step(model, batch, size, NUM_CLASSES, device, precision)
+        assert torch.isfinite(step())
+        ms = median_ms(step, warmup=cfg["warmup"], iters=cfg["iters"], flush_l2=False)
+        row[f"{'two streams' if streams else 'one stream'} img/s"] = batch / (ms * 1e-3)
+        del step, model
+    row["streams speedup"] = row["two streams img/s"] / row["one stream img/s"]
+    report(f"Paper AlexNet, both towers on one device ({'GPU' if HAS_CUDA else 'CPU smoke'})", row)
