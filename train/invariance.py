@@ -43,6 +43,7 @@ from torchvision.transforms import InterpolationMode
 from train.checkpoint import CheckpointError, load_model
 from train.data import DataError, SafeImageFolder, Skipped, check_image_folder, normalization
 from train.run import default_resize
+from train.visualize import positive_int
 
 PROG = "train/invariance.py"
 LAYER = "fc7"
@@ -209,16 +210,6 @@ def plot(rows: list, path: str, title: str) -> None:
     plt.close(fig)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -236,16 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT",
                    help="a checkpoint of train/run.py, or a state_dict of torchvision.models.alexnet (.pth)")
     p.add_argument("--data", metavar="DIR", required=True, help="an ImageFolder tree DIR/<class>/<image>")
-    p.add_argument("--images", type=_positive_int, default=100,
+    p.add_argument("--images", type=positive_int, default=100,
                    help="images to measure on (all if DIR has fewer); they are held in memory, resized")
     p.add_argument("--out", metavar="DIR", help="where invariance.csv and invariance.png go (default: CKPT's directory)")
     p.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda, cuda:1)")
     p.add_argument("--backend", choices=("custom", "torch"), default="custom",
                    help="custom: alexnet_kernels' LRN, max pooling and ReLU; torch: torch.nn's")
-    p.add_argument("--resize", type=_positive_int,
+    p.add_argument("--resize", type=positive_int,
                    help="shorter side images are resized to before the transforms and the crop (default: "
                         "train/run.py's, 256 for crops of 224 and more, image_size * 8/7 below)")
-    p.add_argument("--batch-size", type=_positive_int, default=64,
+    p.add_argument("--batch-size", type=positive_int, default=64,
                    help="images per forward pass (transformed copies included)")
     return p
 

@@ -54,7 +54,7 @@ def check_png_path(path: str, flag: str) -> str:
     return path
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -189,7 +189,7 @@ def add_filters_command(subparsers) -> None:
                    help="min-max scale over the whole layer (both towers), as the paper's figure, so filters "
                         "compare by strength and weak or dead ones look flat; or over each filter, which "
                         "shows every filter's pattern at full contrast, weak ones' noise included")
-    p.add_argument("--zoom", type=_positive_int, default=FILTER_ZOOM,
+    p.add_argument("--zoom", type=positive_int, default=FILTER_ZOOM,
                    help="screen pixels per weight (nearest neighbour)")
     p.set_defaults(run=run_filters)
 
@@ -420,9 +420,9 @@ def add_patches_command(subparsers) -> None:
                         "activation over the images, in channel order)")
     p.add_argument("--out", metavar="PNG", default=None,
                    help="where to write the picture (default: patches_<layer>.png beside CKPT)")
-    p.add_argument("--max-images", type=_positive_int, metavar="N", default=None,
+    p.add_argument("--max-images", type=positive_int, metavar="N", default=None,
                    help="use N images spread evenly over DIR (default: all)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="B", default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", default=32, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:K] (the package's kernels)")
     p.set_defaults(run=run_patches)
 

@@ -56,15 +56,16 @@ struct IgParams {
   bool relu;
 };
 
+// Tap q = (c, r, s) of the gather (q < Q).
+__device__ __forceinline__ IgTap ig_tap(const IgParams& p, int q) {
+  const int RS = p.R * p.S;
+  const int c = q / RS, r = (q - c * RS) / p.S, s = q - c * RS - r * p.S;
+  return IgTap{c * p.xsc + r * p.xsh + s * p.xsw, static_cast<int16_t>(r), static_cast<int16_t>(s)};
+}
+
 // Fills the tap table, every thread of the block taking part; the caller syncs before use.
 __device__ __forceinline__ void ig_fill_taps(IgTap* taps, const IgParams& p) {
-  const int RS = p.R * p.S;
-  for (int q = threadIdx.x; q < p.Q; q += blockDim.x) {
-    const int c = q / RS, r = (q - c * RS) / p.S, s = q - c * RS - r * p.S;
-    taps[q].off = c * p.xsc + r * p.xsh + s * p.xsw;
-    taps[q].r = static_cast<int16_t>(r);
-    taps[q].s = static_cast<int16_t>(s);
-  }
+  for (int q = threadIdx.x; q < p.Q; q += blockDim.x) taps[q] = ig_tap(p, q);
 }
 
 // The pixel a thread gathers for: where its window starts in x (possibly outside, with padding).
@@ -385,6 +386,25 @@ struct WgPixel {
   int32_t valid;
 };
 
+// Pixel m's entry of the table (valid only below m_end, the end of the block's chunk).
+__device__ __forceinline__ WgPixel wg_pixel(const WgParams& w, int64_t m, int64_t m_end) {
+  const IgParams& p = w.f;
+  WgPixel px{0, 0, 0, 0, 0, 0};
+  if (m < m_end) {
+    const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
+    const int64_t n = m / plane;
+    const int32_t rest = static_cast<int32_t>(m - n * plane);
+    const int32_t oh = rest / p.OW, ow = rest - oh * p.OW;
+    px.ih0 = oh * p.sH - p.pH;
+    px.iw0 = ow * p.sW - p.pW;
+    px.xbase = n * p.xsn + static_cast<int64_t>(px.ih0) * p.xsh + static_cast<int64_t>(px.iw0) * p.xsw;
+    px.goff = n * w.gsn + oh * w.gsh + ow * w.gsw;
+    px.yoff = n * w.vsn + oh * w.vsh + ow * w.vsw;
+    px.valid = 1;
+  }
+  return px;
+}
+
 template <typename T, int J>
 __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm(WgParams w) {
   constexpr int BN = 32 * J;
@@ -402,15 +422,9 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm(WgParams w) {
 
   // This thread's gather tap (fixed for the block): q0 + tid % 128.
   const int my_q = q0 + tid % kWgBQ;
-  int32_t t_off = 0, t_r = 0, t_s = 0;
   const bool t_valid = my_q < p.Q;
-  if (t_valid) {
-    const int RS = p.R * p.S;
-    const int c = my_q / RS;
-    t_r = (my_q - c * RS) / p.S;
-    t_s = my_q - c * RS - t_r * p.S;
-    t_off = c * p.xsc + t_r * p.xsh + t_s * p.xsw;
-  }
+  const IgTap tap = t_valid ? ig_tap(p, my_q) : IgTap{0, 0, 0};
+  const int32_t t_off = tap.off, t_r = tap.r, t_s = tap.s;
 
   float acc[8][2 * J], dbacc[2 * J];
   AK_UNROLL for (int i = 0; i < 8; ++i) AK_UNROLL for (int j = 0; j < 2 * J; ++j) acc[i][j] = 0.f;
@@ -449,25 +463,9 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm(WgParams w) {
 
   const int64_t m_begin = static_cast<int64_t>(blockIdx.x) * w.chunk;
   const int64_t m_end = m_begin + w.chunk < p.M ? m_begin + w.chunk : p.M;
-  const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
   for (int64_t mb = m_begin; mb < m_end; mb += kWgTable) {
     __syncthreads();  // the previous table and tiles are no longer read
-    {
-      const int64_t m = mb + tid;
-      WgPixel px{0, 0, 0, 0, 0, 0};
-      if (m < m_end) {
-        const int64_t n = m / plane;
-        const int32_t rest = static_cast<int32_t>(m - n * plane);
-        const int32_t oh = rest / p.OW, ow = rest - oh * p.OW;
-        px.ih0 = oh * p.sH - p.pH;
-        px.iw0 = ow * p.sW - p.pW;
-        px.xbase = n * p.xsn + static_cast<int64_t>(px.ih0) * p.xsh + static_cast<int64_t>(px.iw0) * p.xsw;
-        px.goff = n * w.gsn + oh * w.gsh + ow * w.gsw;
-        px.yoff = n * w.vsn + oh * w.vsh + ow * w.vsw;
-        px.valid = 1;
-      }
-      table[tid] = px;
-    }
+    table[tid] = wg_pixel(w, mb + tid, m_end);
     __syncthreads();
     const int64_t left = m_end - mb;
     const int steps = static_cast<int>(((left < kWgTable ? left : kWgTable) + kWgBM - 1) / kWgBM);
@@ -541,15 +539,9 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm_mma(WgParams w
 
   // This thread's gather tap (fixed for the block) and pixel half of each step.
   const int my_q = q0 + tid % kWgBQ, a_p = (tid / kWgBQ) * 16;
-  int32_t t_off = 0, t_r = 0, t_s = 0;
   const bool t_valid = my_q < p.Q;
-  if (t_valid) {
-    const int RS = p.R * p.S;
-    const int c = my_q / RS;
-    t_r = (my_q - c * RS) / p.S;
-    t_s = my_q - c * RS - t_r * p.S;
-    t_off = c * p.xsc + t_r * p.xsh + t_s * p.xsw;
-  }
+  const IgTap tap = t_valid ? ig_tap(p, my_q) : IgTap{0, 0, 0};
+  const int32_t t_off = tap.off, t_r = tap.r, t_s = tap.s;
 
   float acc[MT][4][4], dbacc[kGWords];
   AK_UNROLL for (int i = 0; i < MT; ++i) AK_UNROLL for (int j = 0; j < 4; ++j) AK_UNROLL for (int r = 0; r < 4; ++r)
@@ -595,25 +587,9 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm_mma(WgParams w
 
   const int64_t m_begin = static_cast<int64_t>(blockIdx.x) * w.chunk;
   const int64_t m_end = m_begin + w.chunk < p.M ? m_begin + w.chunk : p.M;
-  const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
   for (int64_t mb = m_begin; mb < m_end; mb += kWgTable) {
     __syncthreads();  // the previous table and tiles are no longer read
-    {
-      const int64_t m = mb + tid;
-      WgPixel px{0, 0, 0, 0, 0, 0};
-      if (m < m_end) {
-        const int64_t n = m / plane;
-        const int32_t rest = static_cast<int32_t>(m - n * plane);
-        const int32_t oh = rest / p.OW, ow = rest - oh * p.OW;
-        px.ih0 = oh * p.sH - p.pH;
-        px.iw0 = ow * p.sW - p.pW;
-        px.xbase = n * p.xsn + static_cast<int64_t>(px.ih0) * p.xsh + static_cast<int64_t>(px.iw0) * p.xsw;
-        px.goff = n * w.gsn + oh * w.gsh + ow * w.gsw;
-        px.yoff = n * w.vsn + oh * w.vsh + ow * w.vsw;
-        px.valid = 1;
-      }
-      table[tid] = px;
-    }
+    table[tid] = wg_pixel(w, mb + tid, m_end);
     __syncthreads();
     const int64_t left = m_end - mb;
     const int steps = static_cast<int>(((left < kWgTable ? left : kWgTable) + kWgBM16 - 1) / kWgBM16);
