@@ -168,6 +168,33 @@ def test_backends_agree_torchvision():
     assert_grads_close(g_c, g_t, 1e-4)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@pytest.mark.parametrize("variant", ["paper", "torchvision"])
+def test_compile_whole_model_fullgraph(paper_state, variant, device):
+    """The custom backend's whole network under torch.compile(fullgraph=True), training mode without
+    dropout: one graph (a break is an error), forward and gradients as eager. The CPU traces with
+    aot_eager (in seconds), the GPU with Inductor. float64, since Inductor fuses and reorders the
+    arithmetic around the kernels and the paper init amplifies such roundings in the early
+    layers' gradients (test_backends_agree_paper). The paper variant with streams=False, as
+    train/run.py --compile builds it."""
+    import torch._dynamo
+
+    torch.manual_seed(3)
+    if variant == "paper":
+        model, size = paper(paper_state, devices=(device,), streams=False, dropout=0.0), 227
+    else:
+        model, size = alexnet("torchvision", devices=(device,), dropout=0.0), 96
+    model = model.double()
+    x = images(2, size, seed=5, device=device).double().requires_grad_()
+    out = model(x)
+    expected = out, grads(model, x, out)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    out = compiled(x)
+    assert rel_err(out, expected[0]) < 1e-10
+    assert_grads_close(grads(model, x, out), expected[1], 1e-7)
+
+
 # --- two towers: the grouped single-device formulation, devices -------------------------------
 
 def test_towers_equal_grouped_formulation(paper_state):

@@ -379,3 +379,29 @@ def test_default_style_run_learns(tmp_path, capsys):
     rows = read_csv(os.path.join(out, "metrics.csv"))
     assert float(rows[-1]["top1_err"]) < 0.2  # chance: 0.5
     assert os.path.exists(os.path.join(out, "curves.png"))
+
+
+def test_compile_trains_like_eager_and_keeps_checkpoint_names(tmp_path, monkeypatch, capsys):
+    """--compile: the same losses as the eager run (Inductor told to draw eager's random numbers,
+    for torch's own dropout), whole-graph (a graph break would fail), and checkpoints whose keys are
+    the model's own (no _orig_mod. prefix), so they resume and load without --compile."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    eager, compiled = str(tmp_path / "eager"), str(tmp_path / "compiled")
+    assert run.main(TINY + ["--epochs", "1", "--out", eager]) == 0
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    compile_ = torch.compile
+
+    def fullgraph(*args, **kwargs):
+        return compile_(*args, **{**kwargs, "fullgraph": True})
+
+    monkeypatch.setattr(torch, "compile", fullgraph)  # nn.Module.compile calls torch.compile
+    assert run.main(TINY + ["--epochs", "1", "--compile", "--out", compiled]) == 0
+    assert "backend custom (torch.compile)" in capsys.readouterr().out
+    torch.testing.assert_close(step_losses(compiled), step_losses(eager), rtol=1e-4, atol=1e-5)
+    keys = checkpoint.load(os.path.join(compiled, "checkpoint.pt"))["model"].keys()
+    assert keys == checkpoint.load(os.path.join(eager, "checkpoint.pt"))["model"].keys()
+    model, _ = checkpoint.load_model(os.path.join(compiled, "checkpoint.pt"))
+    assert isinstance(model, torch.nn.Module)

@@ -8,6 +8,7 @@
     python train/run.py --remove conv3,conv4   # an ablation: the net without those layers
     python train/run.py --finetune runs/<run>/checkpoint.pt --data DIR --freeze-below fc6
     python train/run.py --compare-cpu          # images/s on the GPU (our kernels) vs the CPU
+    python train/run.py --compile              # torch.compile around the kernels
 
 Every flag is described by --help. A run writes to --out (default runs/<timestamp>):
 checkpoint.pt (every epoch and on Ctrl-C), metrics.csv (one row per epoch), steps.csv (the loss
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (TF32 off), tf32, or autocast to bf16 / fp16 (fp16 with loss scaling)")
     m.add_argument("--channels-last", action="store_true", help="NHWC memory format for the model and its input")
+    m.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (Inductor; our kernels stay custom ops in the graph). The paper "
+                        "variant then issues its towers on each device's current stream (streams=False): "
+                        "switching CUDA streams in Python would break the graph")
     m.add_argument("--remove", metavar="LAYERS", help="comma-separated layers to leave out of the network "
                    "(any of conv3, conv4, fc6, fc7: ablations); the next layer takes the removed one's input")
     m.add_argument("--finetune", metavar="CKPT", help="start from this checkpoint's weights (of train/run.py, or a "
@@ -330,8 +335,8 @@ def _check_values(args: argparse.Namespace) -> None:
 def build_model(args) -> torch.nn.Module:
     """The model of this run: the single place it is made. Fine-tuning: the --finetune
     checkpoint's network with a fresh fc8 for args.num_classes. With args.freeze_below, the
-    layers before it are frozen (freeze_below)."""
-    from alexnet_kernels.models import alexnet
+    layers before it are frozen (freeze_below); with args.compile, its forward is compiled."""
+    from alexnet_kernels.models import PaperAlexNet, alexnet
 
     if getattr(args, "finetune", None):
         try:
@@ -343,6 +348,10 @@ def build_model(args) -> torch.nn.Module:
         model = alexnet(args.variant, num_classes=args.num_classes, backend=args.backend, devices=args.devices,
                         remove=getattr(args, "remove", ()))
     freeze_below(model, getattr(args, "freeze_below", None))
+    if getattr(args, "compile", False):
+        if isinstance(model, PaperAlexNet):
+            model.streams = False  # a stream switch is a graph break
+        model.compile()  # in place: the module, its state_dict keys and DDP wrapping stay as they are
     return model
 
 
@@ -851,7 +860,7 @@ def describe(args, classes) -> str:
         frozen = f"; frozen: {', '.join(frozen)}" if frozen else ""
         finetune = f"fine-tuning {args.finetune_source} with a new fc8 of {len(classes)} classes{frozen}\n"
     return (f"AlexNet {args.variant} variant{removed} at {args.image_size}x{args.image_size}, backend "
-            f"{args.backend}, {args.precision}"
+            f"{args.backend}{' (torch.compile)' if args.compile else ''}, {args.precision}"
             f"{', channels_last' if args.channels_last else ''}, on {where}\n"
             f"{finetune}"
             f"data: {source}\n"
@@ -916,7 +925,8 @@ def train(args) -> int:
 
 def compare_cpu(args) -> int:
     """--compare-cpu: training images/s of the same model and batch, fp32, on the GPU with our
-    kernels and on the CPU with torch's ops (its fastest path), then the ratio."""
+    kernels and on the CPU with torch's ops (its fastest path), then the ratio. With --compile
+    both models are compiled."""
     if not torch.cuda.is_available():
         print(f"{PROG}: --compare-cpu: there is no CUDA GPU on this machine, so nothing to compare the CPU with "
               f"(the CPU alone: bench/bench_train.py)", file=sys.stderr)
@@ -929,7 +939,9 @@ def compare_cpu(args) -> int:
         model = build_model(argparse.Namespace(**{**vars(args), "backend": backend, "devices": [device]}))
         step = fixed_batch_step(model, args.batch_size, args.image_size, args.num_classes, device, "fp32")
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-        print(f"{name} ({label}), backend {backend}: {args.compare_steps} steps of {args.batch_size} ...", flush=True)
+        compiled = " (torch.compile)" if args.compile else ""
+        print(f"{name} ({label}), backend {backend}{compiled}: {args.compare_steps} steps of {args.batch_size} ...",
+              flush=True)
         rates[name] = images_per_second(step, args.batch_size, args.compare_steps, warmup=3)
         print(f"  {rates[name]:.1f} images/s", flush=True)
         del model, step
