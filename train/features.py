@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from train import checkpoint, data
+from train.cli import HelpFormatter, Parser, UsageError
 from train.run import default_resize
 
 PROG = "train/features.py"
@@ -43,24 +44,8 @@ FEATURE_LAYERS = ("fc6", "fc7")
 CLASSIFIERS = ("logistic regression", "linear SVM")
 
 
-class UsageError(Exception):
-    """A bad argument, checkpoint or data directory: reported as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default unless it has none (the help text says what happens then)."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter)
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint of train/run.py, or a state_dict of "
                    "torchvision.models.alexnet")
     p.add_argument("--data", metavar="DIR", required=True, help="ImageFolder tree DIR/<class>/<image>")

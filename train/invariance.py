@@ -43,7 +43,7 @@ from torchvision.transforms import InterpolationMode
 from train.checkpoint import CheckpointError, load_model
 from train.data import DataError, SafeImageFolder, Skipped, check_image_folder, normalization
 from train.run import default_resize
-from train.visualize import positive_int
+from train.cli import Parser, RawDescriptionHelpFormatter, UsageError, positive_int
 
 PROG = "train/invariance.py"
 LAYER = "fc7"
@@ -54,10 +54,6 @@ ROTATIONS = tuple(range(-90, 91, 15))
 UNITS = {"translation": "px", "scale": "x", "rotation": "deg"}
 IDENTITY = {"translation": 0, "scale": 1.0, "rotation": 0}
 CSV_COLUMNS = ("transform", "magnitude", "unit", "feature_distance", "top_class_kept", "p_original_class", "images")
-
-
-class UsageError(Exception):
-    """A bad argument or output directory: reported as one line, exit status 2."""
 
 
 def magnitudes(image_size: int) -> dict:
@@ -210,20 +206,8 @@ def plot(rows: list, path: str, title: str) -> None:
     plt.close(fig)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n", 1)[1], formatter_class=_HelpFormatter)
+    p = Parser(prog=PROG, description=__doc__.split("\n\n", 1)[1], formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT",
                    help="a checkpoint of train/run.py, or a state_dict of torchvision.models.alexnet (.pth)")
     p.add_argument("--data", metavar="DIR", required=True, help="an ImageFolder tree DIR/<class>/<image>")

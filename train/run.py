@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from train import checkpoint, data
+from train.cli import HelpFormatter, Parser, UsageError
 from train.measure import fixed_batch_step, images_per_second, train_step
 from train.precision import PRECISIONS, autocast, grad_scaler, set_float32_arithmetic
 
@@ -71,32 +72,12 @@ SYNTHETIC_RECIPES = {
 DATA_RECIPE = dict(variant="paper", epochs=90)
 
 
-class UsageError(Exception):
-    """A bad argument or data directory: reported as one line, exit status 2."""
-
-
 class NonFiniteLoss(Exception):
     """The loss became NaN or infinite."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line, not argparse's usage block: "train/run.py: error: ... (see --help)".
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default unless it has none (None or False: the help text says what happens)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                formatter_class=_HelpFormatter)
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="DIR", help="ImageNet layout (DIR/train/<class>/*, DIR/val/<class>/*) or "
                    "one ImageFolder tree DIR/<class>/* of which --val-fraction is held out; "

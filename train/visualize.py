@@ -22,19 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from train.checkpoint import CheckpointError, load_model
+from train.cli import HelpFormatter, Parser, UsageError, positive_int
 from train.data import DataError, Skipped
 
 PROG = "train/visualize.py"
-
-
-class UsageError(Exception):
-    """A bad argument or output path: reported as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line, not argparse's usage block, as train/run.py does.
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def check_png_path(path: str, flag: str) -> str:
@@ -52,16 +43,6 @@ def check_png_path(path: str, flag: str) -> str:
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{flag} {path}: its directory {parent} is not writable")
     return path
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 # ==============================================================================================
@@ -176,7 +157,7 @@ def run_filters(args) -> int:
 
 def add_filters_command(subparsers) -> None:
     p = subparsers.add_parser(
-        "filters", help="a PNG grid of conv1's filters", formatter_class=_FiltersHelpFormatter,
+        "filters", help="a PNG grid of conv1's filters", formatter_class=HelpFormatter,
         description="A PNG grid of conv1's filters, each filter's 3 x 11 x 11 weights shown as an RGB image "
                     "(min-max scaled to 0..255), enlarged with nearest neighbour, 16 a row: the paper variant's "
                     "in two blocks, tower 0 and tower 1 (48 each, as in the paper's Figure 3); the torchvision "
@@ -192,14 +173,6 @@ def add_filters_command(subparsers) -> None:
     p.add_argument("--zoom", type=positive_int, default=FILTER_ZOOM,
                    help="screen pixels per weight (nearest neighbour)")
     p.set_defaults(run=run_filters)
-
-
-class _FiltersHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default unless it has none (the help text then says what happens):
-    add_parser does not inherit the main parser's formatter."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
 
 
 # ==============================================================================================
@@ -437,9 +410,9 @@ COMMANDS = (add_filters_command, add_patches_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0].rstrip(":") + ".",
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0].rstrip(":") + ".",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True, parser_class=Parser)
     for add in COMMANDS:
         add(sub)
     return p
