@@ -586,3 +586,29 @@ def test_cuda_streams_and_backends_agree_fp32(paper_state, monkeypatch):
 def test_cuda_device_that_does_not_exist():
     with pytest.raises(ValueError, match="devices: 'cuda:99' does not exist"):
         alexnet(devices=("cuda:99",))
+
+
+@requires_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("variant", ["paper", "torchvision"])
+def test_cuda_training_step_per_backend(variant, precision):
+    """One SGD step (train/run.py's) on each backend from the same weights, without dropout so
+    both compute the same function: the same loss (within the kernels' tolerance at this
+    precision), a finite gradient in every parameter, and every parameter moved."""
+    from train.measure import fixed_batch_step
+
+    torch.manual_seed(11)
+    size = 227 if variant == "paper" else 224
+    state = alexnet(variant, num_classes=10, backend="torch", dropout=0.0).state_dict()
+    losses = {}
+    for backend in ("torch", "custom"):
+        model = alexnet(variant, num_classes=10, backend=backend, devices=("cuda:0",), dropout=0.0)
+        model.load_state_dict(state)
+        torch.manual_seed(12)  # the same batch for both
+        step = fixed_batch_step(model, 16, size, 10, "cuda", precision)
+        losses[backend] = step().item()
+        for name, p in model.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            assert not torch.equal(p.detach().cpu(), state[name]), f"{name} did not move"
+    tol = 1e-4 if precision == "fp32" else 2e-2
+    assert abs(losses["custom"] - losses["torch"]) <= tol * abs(losses["torch"]), losses
