@@ -18,6 +18,8 @@ CASES = [
     ((3, 2, 10, 9), (2, 3), (1, 2), (1, 0), 1, False),
     ((2, 3, 11, 12), 3, 2, 1, 2, False),          # dilation
     ((2, 3, 9, 10), (3, 2), (3, 1), (1, 1), (2, 3), True),
+    ((2, 3, 8, 9), 3, 1, 1, 1, False),            # 3x3 at stride 1: unrolled forward, general backward
+    ((1, 2, 10, 11), 3, 3, 1, 1, True),           # 3x3 at stride 3
     ((1, 1, 7, 7), 7, 1, 3, 1, False),            # window as large as the image
     ((4, 6, 5, 8), 2, 2, 0, 1, False),            # non-overlapping
     ((2, 3, 6, 6), 1, 1, 0, 1, False),            # 1x1
@@ -48,6 +50,9 @@ def make_x(shape, device, dtype=torch.float32, kind="randn", seed=0):
         x[r < 0.05] = float("nan")
         x[(r >= 0.05) & (r < 0.08)] = float("-inf")
         x[(r >= 0.08) & (r < 0.10)] = float("inf")
+    elif kind == "neginf":  # mostly -inf: whole windows of -inf, whose gradient goes to the first tap inside
+        x = torch.randn(shape, generator=g)
+        x[torch.rand(shape, generator=g) >= 0.1] = float("-inf")
     else:
         x = torch.randn(shape, generator=g)
     return x.to(device=device, dtype=dtype)
@@ -55,7 +60,7 @@ def make_x(shape, device, dtype=torch.float32, kind="randn", seed=0):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES, ids=ids)
-@pytest.mark.parametrize("kind", ["randn", "ties", "nan"])
+@pytest.mark.parametrize("kind", ["randn", "ties", "nan", "neginf"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_forward_backward_identical_to_torch(device, case, kind, dtype):
     x = make_x(case[0], device, dtype, kind)
