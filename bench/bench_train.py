@@ -21,6 +21,10 @@ network:
 Both compiled models of the paper variant have streams=False: its per-tower CUDA streams are
 Python-side stream switches that would break the graph.
 
+test_gpu_vs_cpu is ``train/run.py --compare-cpu`` as a benchmark: the paper variant, fp32, batch
+128, on the GPU with our kernels and on the CPU (all its threads) with torch's own ops, and the
+ratio beside the paper's "about 50x" (smoke: both sides on the CPU, batch 2).
+
 The step is train.measure.fixed_batch_step, the one ``train/run.py --compare-cpu`` times; each
 time is bench/timing.py's median_ms (CUDA events on a GPU, without the L2 flush: a step moves far
 more than L2 holds). The rows report images/s and the speedups of custom over the other two.
@@ -30,7 +34,7 @@ import torch
 
 from alexnet_kernels.models import alexnet
 from timing import median_ms
-from train.measure import fixed_batch_step
+from train.measure import fixed_batch_step, images_per_second
 
 HAS_CUDA = torch.cuda.is_available()
 NUM_CLASSES = 1000
@@ -92,3 +96,23 @@ def test_tower_streams(full, report, precision):
         del step, model
     row["streams speedup"] = row["two streams img/s"] / row["one stream img/s"]
     report(f"Paper AlexNet, both towers on one device ({'GPU' if HAS_CUDA else 'CPU smoke'})", row)
+
+
+def test_gpu_vs_cpu(full, report):
+    """Issue 6: training images/s of the paper's network, fp32, GPU (custom backend) over CPU
+    (torch backend, every thread): the paper's ~50x, measured as train/run.py --compare-cpu does
+    (wall clock over whole steps, devices synced)."""
+    batch = FULL["batch"] if full else SMOKE["batch"]
+    gpu = "cuda" if HAS_CUDA else "cpu"
+    row = {"variant": "paper", "batch": batch, "precision": "fp32", "CPU threads": torch.get_num_threads()}
+    for side, backend, device, steps in (("GPU", "custom", gpu, 20 if full else 1),
+                                         ("CPU", "torch", "cpu", 3 if full else 1)):
+        torch.manual_seed(0)
+        step = fixed_batch_step(alexnet("paper", NUM_CLASSES, backend, devices=(device,)), batch, 227,
+                                NUM_CLASSES, device, "fp32")
+        row[f"{side} ({device}, {backend}) img/s"] = images_per_second(step, batch, steps, warmup=1 if full else 0)
+        del step
+    gpu_rate, cpu_rate = (v for k, v in row.items() if k.endswith("img/s"))
+    row["GPU / CPU"] = gpu_rate / cpu_rate
+    row["paper"] = "about 50x"
+    report(f"GPU versus CPU, a training step ({'GPU' if HAS_CUDA else 'CPU smoke: both sides on the CPU'})", row)
