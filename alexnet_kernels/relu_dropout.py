@@ -44,18 +44,22 @@ mask from the seed; saving ``y`` makes that recomputation redundant, so we don't
 Random numbers: seed and counter scheme
 ---------------------------------------
 Each training call draws two int64s ``[key, counter_base]`` in ``[0, 2**62)`` with
-``torch.randint(..., generator=generator, device=...)``:
+``torch.randint(..., generator=generator)`` into a *CPU* tensor, and the op hands them to the
+kernel as two scalar arguments: the forward is one kernel launch, with no seed kernel before it
+and no host<->device copy (a seed tensor drawn on the GPU would cost a second launch, which at
+fc-layer sizes is as long as the kernel itself).
 
-* ``generator=None``: the default generator of **x's device** (the CUDA default generator for CUDA
-  tensors, the CPU default generator for CPU tensors).  The draw then stays on the GPU (no
-  host<->device sync; ``torch.randint`` on CUDA is CUDA-graph safe, though graph capture of this op
-  is not tested), ``torch.manual_seed(s)`` (which seeds CPU and all CUDA generators) reproduces a
-  run, and each call advances the generator so consecutive calls use different masks.  This is
-  also the path torch.compile traces (``torch.randint`` becomes a graph op).
-* an explicit ``torch.Generator``: drawn on the generator's device, then moved to x's device if
-  they differ (a CPU generator for a CUDA tensor costs a tiny H2D copy).  Dynamo cannot put a
-  Generator object in a graph, so under ``torch.compile(fullgraph=True)`` use ``generator=None``
-  (with a generator, non-fullgraph compile graph-breaks there).
+* ``generator=None``: the CPU default generator.  ``torch.manual_seed(s)`` (which seeds the CPU
+  and every CUDA generator) reproduces a run, and each call advances the generator so
+  consecutive calls use different masks.  ``torch.cuda.manual_seed`` alone does not reseed it.
+  This is also the path torch.compile traces (``torch.randint`` on the CPU becomes a graph op).
+* an explicit ``torch.Generator``: drawn on the generator's device; a CUDA generator's draw is
+  then copied to the CPU (a device sync: prefer a CPU generator).  Dynamo cannot put a Generator
+  object in a graph, so under ``torch.compile(fullgraph=True)`` use ``generator=None`` (with a
+  generator, non-fullgraph compile graph-breaks there).
+* The seed is read on the host when the op runs, so a CUDA graph captured around the op would
+  replay one mask forever: the op does not support CUDA graph capture (torch.compile's CUDA
+  graphs skip graphs with CPU tensors, this one among them).
 
 The kernel runs Philox-4x32-10 (``tl.randint4x``) with key = ``key`` (64 bits split into two 32-bit
 words by Triton) and 64-bit counter ``counter_base + i`` for the i-th *group of 4 consecutive
@@ -89,12 +93,11 @@ torch.library integration
 -------------------------
 Ops (namespace ``alexnet_kernels``): ``relu_fwd(x)``, ``relu_bwd(grad, y)``,
 ``relu_dropout_fwd(x, seed, p)``, ``relu_dropout_bwd(grad, y, p)``, with ``register_autograd`` on all
-four (the ``*_bwd`` ops are linear in ``grad``, so double backward works too).  On a GPU build they
-are ``torch.library.triton_op`` with ``wrap_triton`` so torch.compile/export see the kernels.  Under
-the Triton interpreter (``TRITON_INTERPRET=1``, no GPU) ``wrap_triton`` hands back the raw
-interpreted kernel, which cannot run on FakeTensors, so there the ops are
-``torch.library.custom_op`` + ``register_fake`` whose implementation launches the same (interpreted)
-Triton kernels on real CPU tensors.
+four (the ``*_bwd`` ops are linear in ``grad``, so double backward works too).  They are
+``torch.library.custom_op`` + ``register_fake``: torch.compile keeps each as one opaque node
+(``fullgraph=True`` works) whose implementation launches the Triton kernel.  (``triton_op`` would
+let Inductor see the kernel itself, but it traces the implementation with FakeTensors, where the
+seed's values, read on the host, do not exist; under the Triton interpreter it cannot run at all.)
 
 Devices / fallbacks: CUDA tensors always run the Triton kernels.  CPU tensors run the Triton kernels
 under the interpreter; without it (no GPU, ``TRITON_INTERPRET`` unset, or CPU tensors on a GPU
@@ -110,7 +113,6 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton  # returns the kernel itself under the interpreter
 
 __all__ = ["relu_dropout", "relu"]
 
@@ -179,11 +181,14 @@ def _to_out(v, out_dtype: tl.constexpr, SOFT_BF16: tl.constexpr):
         return v.to(out_dtype)
 
 
-@triton.jit(do_not_specialize=["threshold"])  # never a constexpr, so `.to(uint32)` below works
+# key, base: never specialized (a seed divisible by 16 would compile a second kernel); threshold
+# never a constexpr, so `.to(uint32)` below works.
+@triton.jit(do_not_specialize=["key", "base", "threshold"])
 def _relu_dropout_fwd_kernel(
     x_ptr,
     y_ptr,
-    seed_ptr,  # int64[2]: Philox key, counter base
+    key,  # Philox key
+    base,  # counter of this call's first 4-element group
     n_elements,
     threshold,  # drop iff r < threshold, r uniform in [0, 2**32)
     scale,  # fp32 1 / (1 - p)
@@ -196,8 +201,6 @@ def _relu_dropout_fwd_kernel(
     inb = offs < n_elements
     x = tl.load(x_ptr + offs, mask=inb, other=0.0)
 
-    key = tl.load(seed_ptr)
-    base = tl.load(seed_ptr + 1)
     grp = pid * GROUPS + tl.arange(0, GROUPS).to(tl.int64)  # global 4-element group index
     r0, r1, r2, r3 = tl.randint4x(key, base + grp)  # 64-bit counter: lo -> c0, hi -> c1
     # element 4*i + j takes output j of group i.  join appends a *last* axis, so
@@ -341,10 +344,10 @@ def _check_op_args(x: torch.Tensor, seed: torch.Tensor, p: float) -> None:
     # the public relu_dropout validates for users; this guards direct calls of the op
     if not (0.0 <= p < 1.0):
         raise ValueError(f"relu_dropout_fwd: p must be in [0, 1), got p={p}")
-    if seed.dtype != torch.int64 or seed.numel() != 2 or seed.device != x.device:
+    if seed.dtype != torch.int64 or seed.numel() != 2 or seed.device.type != "cpu":
         raise ValueError(
-            "relu_dropout_fwd: seed must be an int64 tensor of 2 elements [key, counter base] on "
-            f"x's device, got dtype={seed.dtype}, numel={seed.numel()}, device={seed.device}"
+            "relu_dropout_fwd: seed must be a CPU int64 tensor of 2 elements [key, counter base], "
+            f"got dtype={seed.dtype}, numel={seed.numel()}, device={seed.device}"
         )
 
 
@@ -358,10 +361,12 @@ def _relu_dropout_fwd_impl(x: torch.Tensor, seed: torch.Tensor, p: float) -> tor
     if n == 0:
         return y
     block = _block(n)
-    wrap_triton(_relu_dropout_fwd_kernel)[(triton.cdiv(n, block),)](
+    key, base = seed.tolist()  # a CPU tensor: no device sync
+    _relu_dropout_fwd_kernel[(triton.cdiv(n, block),)](
         x,
         y,
-        seed,
+        key,
+        base,
         n,
         _threshold(p),
         _scale(p),
@@ -381,7 +386,7 @@ def _relu_fwd_impl(x: torch.Tensor) -> torch.Tensor:
     if n == 0:
         return y
     block = _block(n)
-    wrap_triton(_relu_fwd_kernel)[(triton.cdiv(n, block),)](x, y, n, BLOCK=block, **_launch_kwargs())
+    _relu_fwd_kernel[(triton.cdiv(n, block),)](x, y, n, BLOCK=block, **_launch_kwargs())
     return y
 
 
@@ -395,7 +400,7 @@ def _bwd_impl(grad: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor
     if n == 0:
         return dx
     block = _block(n)
-    wrap_triton(_relu_bwd_kernel)[(triton.cdiv(n, block),)](
+    _relu_bwd_kernel[(triton.cdiv(n, block),)](
         grad, y, dx, n, scale, BLOCK=block, SOFT_BF16=_INTERPRET, **_launch_kwargs()
     )
     return dx
@@ -417,18 +422,14 @@ _NS = "alexnet_kernels"
 
 
 def _define(name: str, impl):
-    qualname = f"{_NS}::{name}"
-    if _INTERPRET:
-        op = torch.library.custom_op(qualname, impl, mutates_args=())
+    op = torch.library.custom_op(f"{_NS}::{name}", impl, mutates_args=())
 
-        def fake(*args):
-            ref = args[0]
-            return torch.empty(ref.shape, dtype=ref.dtype, device=ref.device)
+    def fake(*args):  # every op returns a contiguous tensor like its first argument
+        ref = args[0]
+        return torch.empty(ref.shape, dtype=ref.dtype, device=ref.device)
 
-        op.register_fake(fake)
-        return op
-    # triton_op registers `impl` itself as the fake kernel and decomposes it for torch.compile.
-    return torch.library.triton_op(qualname, impl, mutates_args=())
+    op.register_fake(fake)
+    return op
 
 
 relu_dropout_fwd = _define("relu_dropout_fwd", _relu_dropout_fwd_impl)
@@ -503,15 +504,15 @@ def _check_p(p) -> float:
     return p
 
 
-def _draw_seed(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """int64[2] = [Philox key, counter base] on x's device, from ``generator`` or the default
-    generator of x's device."""
+def _draw_seed(generator: Optional[torch.Generator]) -> torch.Tensor:
+    """int64[2] = [Philox key, counter base] on the CPU, from ``generator`` (a CUDA generator's
+    draw is copied over: one sync) or the CPU default generator."""
     if generator is None:
-        return torch.randint(0, _SEED_HIGH, (2,), dtype=torch.int64, device=x.device)
+        return torch.randint(0, _SEED_HIGH, (2,), dtype=torch.int64)
     seed = torch.randint(
         0, _SEED_HIGH, (2,), dtype=torch.int64, device=generator.device, generator=generator
     )
-    return seed.to(x.device)
+    return seed.cpu()
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
@@ -533,5 +534,5 @@ def relu_dropout(
     p = _check_p(p)
     if not training or p == 0.0 or x.numel() == 0:
         return relu_fwd(x)
-    seed = _draw_seed(x, generator)
+    seed = _draw_seed(generator)
     return relu_dropout_fwd(x, seed, p)

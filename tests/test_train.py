@@ -391,14 +391,15 @@ def test_compile_trains_like_eager_and_keeps_checkpoint_names(tmp_path, monkeypa
     eager, compiled = str(tmp_path / "eager"), str(tmp_path / "compiled")
     assert run.main(TINY + ["--epochs", "1", "--out", eager]) == 0
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     compile_ = torch.compile
 
     def fullgraph(*args, **kwargs):
         return compile_(*args, **{**kwargs, "fullgraph": True})
 
     monkeypatch.setattr(torch, "compile", fullgraph)  # nn.Module.compile calls torch.compile
-    assert run.main(TINY + ["--epochs", "1", "--compile", "--out", compiled]) == 0
+    # (config.patch, not monkeypatch: undoing a config attribute with monkeypatch deletes it)
+    with torch._inductor.config.patch(fallback_random=True):
+        assert run.main(TINY + ["--epochs", "1", "--compile", "--out", compiled]) == 0
     assert "backend custom (torch.compile)" in capsys.readouterr().out
     torch.testing.assert_close(step_losses(compiled), step_losses(eager), rtol=1e-4, atol=1e-5)
     keys = checkpoint.load(os.path.join(compiled, "checkpoint.pt"))["model"].keys()

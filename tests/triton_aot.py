@@ -27,7 +27,7 @@ rd = importlib.import_module("alexnet_kernels.relu_dropout")  # the module, not 
 def kernels(ty: str):
     ptr = "*" + ty
     consts = {"BLOCK": rd._BLOCK_GPU, "SOFT_BF16": False}
-    yield rd._relu_dropout_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, seed_ptr="*i64", n_elements="i64",
+    yield rd._relu_dropout_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, key="i64", base="i64", n_elements="i64",
                                             threshold="i64", scale="fp32", BLOCK="constexpr",
                                             SOFT_BF16="constexpr"), consts
     yield rd._relu_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, n_elements="i64", BLOCK="constexpr"), \
