@@ -502,3 +502,25 @@ def test_triton_kernels_compile_for_sm90_vectorized():
         assert k["shared"] == 0, k
         assert set(k["stores"]) == {"st.global.v4.b32"}, k
         assert set(k["loads"]) == {"ld.global.v4.b32"}, k
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="counts CUDA kernel launches: needs a CUDA device")
+def test_cuda_one_launch_per_direction():
+    """Issue 4: at the fc layers' size, forward is one kernel (no seed kernel before it) and
+    backward one kernel, as the CUDA profiler sees them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = randn_nonzero(128, 4096, device="cuda", gen=cpu_gen(31)).requires_grad_()
+    g = randn_nonzero(128, 4096, device="cuda", gen=cpu_gen(32))
+    relu_dropout(x, 0.5).backward(g)  # compile the kernels first
+    x.grad = None
+    torch.cuda.synchronize()
+    for direction in ("forward", "backward"):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            if direction == "forward":
+                y = relu_dropout(x, 0.5)
+            else:
+                y.backward(g)
+            torch.cuda.synchronize()
+        kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        assert len(kernels) == 1, (direction, kernels)
