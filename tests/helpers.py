@@ -1,5 +1,6 @@
 """Shared test utilities: devices, random inputs, poisoned allocations, error norms."""
 import os
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -51,3 +52,16 @@ def have_memory(nbytes: int) -> bool:
     except (ValueError, OSError):
         return False
     return avail >= nbytes
+
+
+@contextmanager
+def ieee_fp32():
+    """float32 matmuls and cuDNN convolutions in IEEE fp32 (TF32 off) inside the block, through
+    torch's current switches (train/precision.py's): once those are set, reading or setting the
+    legacy allow_tf32 flags raises (mixed APIs), and pytest's monkeypatch cannot restore them."""
+    saved = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved

@@ -20,7 +20,7 @@ import torchvision
 
 from alexnet_kernels import models
 from alexnet_kernels.models import LAYERS, alexnet
-from helpers import rel_err, requires_cuda
+from helpers import ieee_fp32, rel_err, requires_cuda
 
 PAPER_SHAPES = {"conv1": (96, 55, 55), "conv2": (256, 27, 27), "conv3": (384, 13, 13),
                 "conv4": (384, 13, 13), "conv5": (256, 13, 13), "fc6": (4096,), "fc7": (4096,)}
@@ -568,14 +568,13 @@ def test_cuda_streams_and_backends_agree_fp32(paper_state, monkeypatch):
     Deterministic cuDNN, so that streams on and off run the same arithmetic, and no TF32, whose
     10-bit inputs would turn the kernels' last-bit differences into larger ones."""
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     x = images(8, seed=9, device="cuda").requires_grad_()
     runs = {}
     for backend, streams in [("torch", False), ("custom", False), ("custom", True)]:
         model = paper(paper_state, backend=backend, devices=("cuda:0",), streams=streams, dropout=0.0)
-        out = model(x)
-        runs[backend, streams] = out, grads(model, x, out)
+        with ieee_fp32():
+            out = model(x)
+            runs[backend, streams] = out, grads(model, x, out)
     (out_t, _), (out_c, g_c), (out_s, g_s) = runs.values()
     torch.testing.assert_close(out_c, out_t, rtol=1e-4, atol=1e-5 * out_t.abs().max().item())
     torch.testing.assert_close(out_s, out_c, rtol=1e-5, atol=1e-6 * out_c.abs().max().item())
