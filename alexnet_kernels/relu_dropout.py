@@ -108,6 +108,7 @@ any device, computing in float64 for float64.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from typing import Optional
 
 import torch
@@ -340,6 +341,12 @@ def _launch_kwargs() -> dict:
     return {} if _INTERPRET else {"num_warps": _WARPS_GPU}
 
 
+def _on_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device and its current stream, not on the tensor's:
+    make t's device current (a tower on a second GPU, issued from the first one's context)."""
+    return torch.cuda.device(t.device) if t.is_cuda else nullcontext()
+
+
 def _check_op_args(x: torch.Tensor, seed: torch.Tensor, p: float) -> None:
     # the public relu_dropout validates for users; this guards direct calls of the op
     if not (0.0 <= p < 1.0):
@@ -362,18 +369,19 @@ def _relu_dropout_fwd_impl(x: torch.Tensor, seed: torch.Tensor, p: float) -> tor
         return y
     block = _block(n)
     key, base = seed.tolist()  # a CPU tensor: no device sync
-    _relu_dropout_fwd_kernel[(triton.cdiv(n, block),)](
-        x,
-        y,
-        key,
-        base,
-        n,
-        _threshold(p),
-        _scale(p),
-        BLOCK=block,
-        SOFT_BF16=_INTERPRET,
-        **_launch_kwargs(),
-    )
+    with _on_device(x):
+        _relu_dropout_fwd_kernel[(triton.cdiv(n, block),)](
+            x,
+            y,
+            key,
+            base,
+            n,
+            _threshold(p),
+            _scale(p),
+            BLOCK=block,
+            SOFT_BF16=_INTERPRET,
+            **_launch_kwargs(),
+        )
     return y
 
 
@@ -386,7 +394,8 @@ def _relu_fwd_impl(x: torch.Tensor) -> torch.Tensor:
     if n == 0:
         return y
     block = _block(n)
-    _relu_fwd_kernel[(triton.cdiv(n, block),)](x, y, n, BLOCK=block, **_launch_kwargs())
+    with _on_device(x):
+        _relu_fwd_kernel[(triton.cdiv(n, block),)](x, y, n, BLOCK=block, **_launch_kwargs())
     return y
 
 
@@ -400,9 +409,10 @@ def _bwd_impl(grad: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor
     if n == 0:
         return dx
     block = _block(n)
-    _relu_bwd_kernel[(triton.cdiv(n, block),)](
-        grad, y, dx, n, scale, BLOCK=block, SOFT_BF16=_INTERPRET, **_launch_kwargs()
-    )
+    with _on_device(grad):
+        _relu_bwd_kernel[(triton.cdiv(n, block),)](
+            grad, y, dx, n, scale, BLOCK=block, SOFT_BF16=_INTERPRET, **_launch_kwargs()
+        )
     return dx
 
 

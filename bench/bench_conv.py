@@ -11,8 +11,8 @@ over an 8192^3 cuBLAS matmul of the same dtype measured in the same run (timing.
 
 Floors at batch 128 (issue 3, ../shared/BASELINES.md): 27.0 GFLOP (paper) and 18.0 GFLOP
 (torchvision) per pass: 0.53 / 0.35 ms at 51 TFLOP/s fp32; bf16 is bound by its ~88 MB of bytes.
-Our weight gradient is still the direct reference kernel (seconds at this size), so its rows are
-timed from a single call.
+Both our forward and weight gradient take the implicit GEMM of csrc/cuda/conv_igemm.cuh here; a
+call slower than SLOW_MS (a reference kernel, were a shape to fall back to one) is timed once.
 """
 import pytest
 import torch

@@ -2,7 +2,8 @@
 plain `pytest bench/` runs small shapes as a smoke check (CI runs that).
 
 Rows collected through the `report` fixture are printed as one table per benchmark at the end
-of the session, and appended as markdown to $ALEXNET_BENCH_OUT when that is set.
+of the session, and written as markdown to $ALEXNET_BENCH_OUT when that is set: after each row,
+after what the file held before the session, so that a run killed part-way keeps its rows.
 """
 import os
 from collections import defaultdict
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 _TABLES = defaultdict(list)
+_BEFORE = {}  # $ALEXNET_BENCH_OUT's text before this session (earlier sessions' tables)
 
 
 @pytest.fixture
@@ -25,6 +27,7 @@ def full(request):
 def report():
     def add(table: str, row: dict):
         _TABLES[table].append(row)
+        _write_out()
 
     return add
 
@@ -43,15 +46,24 @@ def _fmt(v):
     return str(v)
 
 
+def _render() -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke sizes, wall clock)"
+    header = f"alexnet_kernels benchmarks on {device}, torch {torch.__version__}"
+    return "\n".join([f"## {header}", ""] + [_markdown(t, rows) for t, rows in _TABLES.items()])
+
+
+def _write_out() -> None:
+    out = os.environ.get("ALEXNET_BENCH_OUT")
+    if not out:
+        return
+    if "text" not in _BEFORE:
+        _BEFORE["text"] = open(out).read() if os.path.exists(out) else ""
+    with open(out, "w") as f:
+        f.write(_BEFORE["text"] + _render() + "\n")
+
+
 def pytest_terminal_summary(terminalreporter):
     if not _TABLES:
         return
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke sizes, wall clock)"
-    header = f"alexnet_kernels benchmarks on {device}, torch {torch.__version__}"
-    text = "\n".join([f"## {header}", ""] + [_markdown(t, rows) for t, rows in _TABLES.items()])
     terminalreporter.write_sep("=", "benchmark tables")
-    terminalreporter.write_line(text)
-    out = os.environ.get("ALEXNET_BENCH_OUT")
-    if out:
-        with open(out, "a") as f:
-            f.write(text + "\n")
+    terminalreporter.write_line(_render())

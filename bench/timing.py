@@ -94,13 +94,13 @@ def matmul_peak_tflops(dtype: torch.dtype) -> float:
     an 8192^3 matmul (cuBLAS) with TF32 off, so fp32 is the FP32 pipes' figure and bf16 / fp16
     the tensor cores'. The denominator of a compute-bound kernel's "% of peak"."""
     if dtype not in _PEAK:
-        saved = torch.backends.cuda.matmul.fp32_precision
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        saved = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")  # (train/precision.py: why not fp32_precision)
         try:
             a = torch.randn(8192, 8192, device="cuda", dtype=dtype)
             b = torch.randn(8192, 8192, device="cuda", dtype=dtype)
             ms = median_ms(lambda: a @ b, warmup=3, iters=10, flush_l2=False)
         finally:
-            torch.backends.cuda.matmul.fp32_precision = saved
+            torch.set_float32_matmul_precision(saved)
         _PEAK[dtype] = 2 * 8192**3 / (ms * 1e-3) / 1e12
     return _PEAK[dtype]

@@ -24,9 +24,13 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def poison(device, nbytes: int = 64 << 20) -> None:
     """Fill memory the next allocations will likely reuse with NaN, so that an output element a
-    kernel forgets to write shows up as a mismatch. On CUDA the caching allocator hands the
-    freed block straight back; on the CPU it is a best effort (malloc's free lists)."""
-    junk = torch.full((nbytes // 4,), float("nan"), device=device)
+    kernel forgets to write shows up as a mismatch. On CUDA the caching allocator hands freed
+    blocks straight back: one large block for outputs over 1 MiB (its large pool) and 2 MiB
+    segments of 64 KiB blocks for the smaller ones (its small pool, which a large block never
+    serves). On the CPU it is a best effort (malloc's free lists)."""
+    junk = [torch.full((nbytes // 4,), float("nan"), device=device)]
+    if torch.device(device).type == "cuda":
+        junk += [torch.full((1 << 14,), float("nan"), device=device) for _ in range(256)]
     del junk
 
 
@@ -57,11 +61,13 @@ def have_memory(nbytes: int) -> bool:
 @contextmanager
 def ieee_fp32():
     """float32 matmuls and cuDNN convolutions in IEEE fp32 (TF32 off) inside the block, through
-    torch's current switches (train/precision.py's): once those are set, reading or setting the
-    legacy allow_tf32 flags raises (mixed APIs), and pytest's monkeypatch cannot restore them."""
-    saved = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
-    torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "ieee"
+    the switches train/precision.py uses: once those are set, the legacy allow_tf32 flags raise
+    when read or set (mixed APIs), and pytest's monkeypatch cannot restore the new ones."""
+    saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.conv.fp32_precision
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.conv.fp32_precision = saved[1]

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import alexnet_kernels as ak
-from helpers import DEVICES, layouts, poison, rel_err
+from helpers import DEVICES, layouts, poison, rel_err, requires_cuda
 
 # Relative norm error against float64 (issue 3): fp32 1e-5, bf16/fp16 1e-2.
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -215,6 +215,23 @@ def test_bad_input():
         ak.conv2d(x, w, b[:2])
     with pytest.raises(TypeError, match="stride must be an int or a pair"):
         ak.conv2d(x, w, b, "2")
+
+
+@requires_cuda
+def test_mixed_devices_cuda():
+    """A tensor on the wrong device is named, whichever argument it is (the CUDA kernels guard
+    the device of their first CUDA tensor, so a CPU one reaches the op's own check)."""
+    x, w, b = make(CASES[5], "cuda")
+    with pytest.raises(RuntimeError, match="weight is on cpu but input is on cuda"):
+        ak.conv2d(x, w.cpu(), b)
+    with pytest.raises(RuntimeError, match="weight is on cuda:0 but input is on cpu"):
+        ak.conv2d(x.cpu(), w, b.cpu())
+    with pytest.raises(RuntimeError, match="bias is on cpu but input is on cuda"):
+        ak.conv2d(x, w, b.cpu())
+    grad = torch.randn(2, 4, 6, 6, device="cuda")
+    with pytest.raises(RuntimeError, match="grad is on cuda:0 but input is on cpu"):
+        torch.ops.alexnet_kernels.conv2d_backward(grad, x.cpu(), w.cpu(), None, [2, 2], [2, 2], False,
+                                                  [False, True, True])
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -144,10 +144,11 @@ def test_bad_input():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_mixed_devices():
+def test_mixed_devices_cuda():
     x = torch.randn(2, 4, 3, 3, device="cuda")
-    with pytest.raises(RuntimeError, match="grad is on"):
-        torch.ops.alexnet_kernels.lrn_backward(x, x.cpu(), 5, 1e-4, 0.75, 1.0)
+    for grad, xx in ((x, x.cpu()), (x.cpu(), x)):
+        with pytest.raises(RuntimeError, match="grad is on"):
+            torch.ops.alexnet_kernels.lrn_backward(grad, xx, 5, 1e-4, 0.75, 1.0)
 
 
 @pytest.mark.parametrize("device", DEVICES)

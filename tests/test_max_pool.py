@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import alexnet_kernels as ak
-from helpers import DEVICES, have_memory, layouts, poison, rel_err
+from helpers import DEVICES, have_memory, layouts, poison, rel_err, requires_cuda
 
 # (input shape, kernel_size, stride, padding, dilation, ceil_mode)
 CASES = [
@@ -155,6 +155,20 @@ def test_modules():
     assert "kernel_size=3" in repr(m)
     with pytest.raises(ValueError, match="return_indices"):
         ak.nn.MaxPool2d(3, return_indices=True)
+
+
+@requires_cuda
+def test_mixed_devices_cuda():
+    """The backward's index on another device than its gradient is named (the CUDA kernel guards
+    the device of its first CUDA tensor, so a CPU one reaches the op's own check)."""
+    x = torch.randn(2, 3, 13, 13, device="cuda")
+    _, index = torch.ops.alexnet_kernels.max_pool2d(x, [3, 3], [2, 2], [0, 0], [1, 1], False, True)
+    grad = torch.randn(2, 3, 6, 6, device="cuda")
+    params = ([2, 3, 13, 13], [3, 3], [2, 2], [0, 0], [1, 1], False, False)
+    with pytest.raises(RuntimeError, match="index is on cpu"):
+        torch.ops.alexnet_kernels.max_pool2d_backward(grad, index.cpu(), None, *params)
+    with pytest.raises(RuntimeError, match="index is on cuda:0"):
+        torch.ops.alexnet_kernels.max_pool2d_backward(grad.cpu(), index, None, *params)
 
 
 def test_bad_input():

@@ -75,6 +75,16 @@ def expected_backward(g, x, keep, p):
     return torch.where(keep & (x > 0), scaled, torch.zeros((), dtype=g.dtype, device=g.device))
 
 
+def rng_states(device):
+    """The default generators' states a relu_dropout on ``device`` could touch: the CPU's (where
+    the seed is drawn) and the device's own."""
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if device == "cuda" else [])
+
+
+def same_states(a, b):
+    return all(torch.equal(s, t) for s, t in zip(a, b))
+
+
 def replay_seed(x, gen):
     """The [key, counter base] that relu_dropout(x, generator=gen) is about to draw."""
     clone = torch.Generator(device=gen.device)
@@ -217,14 +227,11 @@ def test_seed_reproducibility_and_fresh_masks(device):
 
     # explicit generators: same seed -> same mask, different seed -> different mask, and the
     # default generators are not consumed
-    def states():
-        return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if device == "cuda" else [])
-
-    before = states()
+    before = rng_states(device)
     c1 = relu_dropout(x, 0.5, generator=dev_gen(device, 7))
     c2 = relu_dropout(x, 0.5, generator=dev_gen(device, 7))
     c3 = relu_dropout(x, 0.5, generator=dev_gen(device, 8))
-    assert all(torch.equal(a, b) for a, b in zip(before, states()))
+    assert same_states(before, rng_states(device))
     assert torch.equal(c1, c2) and not torch.equal(c1, c3)
     # a CPU generator may drive a tensor on any device
     d1 = relu_dropout(x, 0.5, generator=cpu_gen(9))
@@ -240,7 +247,7 @@ def test_eval_and_p0_are_exactly_relu(device, dtype):
     ref_x = x.clone().requires_grad_()
     torch.relu(ref_x).backward(g)
 
-    state = torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state()
+    before = rng_states(device)
     for fn in (lambda t: relu_dropout(t, 0.5, training=False),
                lambda t: relu_dropout(t, 0.0, training=True),
                lambda t: relu_dropout(t, 0, True),
@@ -250,8 +257,7 @@ def test_eval_and_p0_are_exactly_relu(device, dtype):
         assert_bitwise_equal(y.detach(), torch.relu(x))
         y.backward(g)
         assert_bitwise_equal(xx.grad, ref_x.grad)
-    after = torch.cuda.get_rng_state() if device == "cuda" else torch.get_rng_state()
-    assert torch.equal(state, after)  # no random numbers drawn for eval / p = 0
+    assert same_states(before, rng_states(device))  # no random numbers drawn for eval / p = 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,8 +342,7 @@ def test_empty_tensor(device, shape):
         y.sum().backward()
         assert x.grad.shape == x.shape
     for p in (0.5, 0.0):
-        out = ops.relu_dropout_fwd(torch.empty(shape, device=device),
-                                   torch.zeros(2, dtype=torch.int64, device=device), p)
+        out = ops.relu_dropout_fwd(torch.empty(shape, device=device), torch.zeros(2, dtype=torch.int64), p)
         assert out.shape == shape
 
 
@@ -385,12 +390,16 @@ def test_op_validates_p_and_seed_when_called_directly():
     good = torch.zeros(2, dtype=torch.int64)
     with pytest.raises(ValueError, match="p"):
         ops.relu_dropout_fwd(x, good, 1.0)
-    bad_seeds = [torch.zeros(2, dtype=torch.int32), torch.zeros(3, dtype=torch.int64)]
-    if HAS_CUDA:
-        bad_seeds.append(torch.zeros(2, dtype=torch.int64, device="cuda"))  # the seed is read on the host
-    for bad in bad_seeds:
+    for bad in (torch.zeros(2, dtype=torch.int32), torch.zeros(3, dtype=torch.int64)):
         with pytest.raises(ValueError, match="seed"):
             ops.relu_dropout_fwd(x, bad, 0.5)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="a seed on the GPU needs a CUDA device")
+def test_op_rejects_a_cuda_seed_cuda():
+    x = torch.randn(8, device="cuda")
+    with pytest.raises(ValueError, match="seed must be a CPU int64 tensor"):  # it is read on the host
+        ops.relu_dropout_fwd(x, torch.zeros(2, dtype=torch.int64, device="cuda"), 0.5)
 
 
 # ------------------------------------------------------------------------------------------------

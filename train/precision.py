@@ -14,10 +14,13 @@ _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def set_float32_arithmetic(precision: str) -> None:
-    """TF32 on for "tf32", off (IEEE) otherwise: a process-wide setting of torch."""
-    mode = "tf32" if precision == "tf32" else "ieee"
-    torch.backends.cuda.matmul.fp32_precision = mode
-    torch.backends.cudnn.conv.fp32_precision = mode
+    """TF32 on for "tf32", off (IEEE) otherwise: a process-wide setting of torch. Matmuls through
+    torch.set_float32_matmul_precision, which keeps the old and new views of the flag in step
+    (Inductor reads get_float32_matmul_precision, which raises after matmul.fp32_precision =
+    "tf32" alone); cuDNN convolutions through their fp32_precision."""
+    tf32 = precision == "tf32"
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
 
 
 def autocast(precision: str, device_type: str):

@@ -24,7 +24,7 @@ struct CudaLauncher {
 
 at::Tensor conv2d_forward_cuda(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                                at::IntArrayRef stride, at::IntArrayRef padding, bool relu) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const c10::cuda::CUDAGuard guard(cuda_device_of({&x, &w, b ? &*b : nullptr}));
   const ConvGeom g = conv_geom(x, w, b, stride, padding);
   if (igemm_eligible(x, g)) return conv2d_forward_igemm<CudaLauncher>(x, w, b, g, relu);
   return conv2d_forward<CudaRunner>(x, w, b, stride, padding, relu);
@@ -33,7 +33,7 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& x, const at::Tensor& w, const c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& y,
     at::IntArrayRef stride, at::IntArrayRef padding, bool relu, std::array<bool, 3> output_mask) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const c10::cuda::CUDAGuard guard(cuda_device_of({&grad, &x, &w, y ? &*y : nullptr}));
   const ConvGeom g = conv_geom(x, w, c10::nullopt, stride, padding);
   // The weight gradient (with the bias's) takes the implicit GEMM where the forward does and
   // the reduction is not empty; the input gradient is always the reference kernel's.

@@ -6,6 +6,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <ATen/core/Tensor.h>
+#include <initializer_list>
+
 #include "../common.h"
 
 namespace alexnet_kernels {
@@ -30,6 +33,21 @@ void launch_flat(int64_t numel, const Op& op) {
   flat_kernel<index_t><<<static_cast<unsigned>(blocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       numel, op);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The GPU a CUDA entry point works on: that of its first CUDA tensor (the dispatcher chose the
+// CUDA kernel because one of them is). Guarding on a fixed argument instead would make a CPU
+// tensor there fail in the guard with a generic message, before the op's own checks name it.
+inline c10::Device cuda_device_of(std::initializer_list<const at::Tensor*> tensors) {
+  const at::Tensor* first = nullptr;
+  for (const at::Tensor* t : tensors) {
+    if (t != nullptr && t->defined() && t->is_cuda()) {
+      first = t;
+      break;
+    }
+  }
+  TORCH_CHECK(first != nullptr, "alexnet_kernels: a CUDA kernel was called without a CUDA tensor");
+  return first->device();
 }
 
 // How the CUDA kernels run an op's element functor (the Runner of csrc/<op>.h).

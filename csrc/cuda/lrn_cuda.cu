@@ -9,13 +9,13 @@ namespace alexnet_kernels {
 namespace {
 
 at::Tensor lrn_cuda(const at::Tensor& x, int64_t size, double alpha, double beta, double k) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const c10::cuda::CUDAGuard guard(cuda_device_of({&x}));
   return lrn_forward<CudaRunner>(x, size, alpha, beta, k);
 }
 
 at::Tensor lrn_backward_cuda(const at::Tensor& grad, const at::Tensor& x, int64_t size, double alpha, double beta,
                              double k) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const c10::cuda::CUDAGuard guard(cuda_device_of({&grad, &x}));
   return lrn_backward<CudaRunner>(grad, x, size, alpha, beta, k);
 }
 

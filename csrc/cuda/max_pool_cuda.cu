@@ -11,7 +11,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> max_pool2d_cuda(const at::Tensor& x, at::IntArrayRef kernel_size,
                                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                                    at::IntArrayRef dilation, bool ceil_mode, bool with_index) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const c10::cuda::CUDAGuard guard(cuda_device_of({&x}));
   return max_pool2d_forward<CudaRunner>(x, kernel_size, stride, padding, dilation, ceil_mode, with_index);
 }
 
@@ -19,7 +19,8 @@ at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad, const c10::optional<
                                     const c10::optional<at::Tensor>& x, at::IntArrayRef input_size,
                                     at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, bool ceil_mode, bool channels_last) {
-  const c10::cuda::CUDAGuard guard(grad.device());
+  const c10::cuda::CUDAGuard guard(
+      cuda_device_of({&grad, index ? &*index : nullptr, x ? &*x : nullptr}));
   return max_pool2d_backward<CudaRunner>(grad, index, x, input_size, kernel_size, stride, padding, dilation,
                                          ceil_mode, channels_last);
 }
