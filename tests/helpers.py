@@ -50,11 +50,17 @@ def layouts(x: torch.Tensor):
 
 
 def have_memory(nbytes: int) -> bool:
-    """Whether this machine has nbytes of memory available (CPU)."""
+    """Whether this machine has nbytes of memory available (CPU): the kernel's MemAvailable, which
+    counts the page cache it would drop (free pages alone miss it, after a build or a clone)."""
     try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return False
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        avail = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return False
     return avail >= nbytes
 
 
