@@ -54,6 +54,14 @@ def model_for(variant: str, impl: str, device: str):
     return model
 
 
+def step_rate(model, cfg: dict, size: int, device: str, precision: str) -> float:
+    """Images/s of model's training step (median_ms), after checking that its loss is finite."""
+    step = fixed_batch_step(model, cfg["batch"], size, NUM_CLASSES, device, precision)
+    loss = step()
+    assert torch.isfinite(loss), f"loss {loss.item()}"
+    return cfg["batch"] / (median_ms(step, warmup=cfg["warmup"], iters=cfg["iters"], flush_l2=False) * 1e-3)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("variant", ["paper", "torchvision"])
 def test_train_step(full, report, variant, precision):
@@ -66,12 +74,7 @@ def test_train_step(full, report, variant, precision):
     row = {"variant": variant, "size": size, "batch": batch, "precision": precision}
     for impl in impls:
         torch.manual_seed(0)
-        step = fixed_batch_step(model_for(variant, impl, device), batch, size, NUM_CLASSES, device, precision)
-        loss = step()
-        assert torch.isfinite(loss), f"{impl}: loss {loss.item()}"
-        ms = median_ms(step, warmup=cfg["warmup"], iters=cfg["iters"], flush_l2=False)
-        row[f"{impl} img/s"] = batch / (ms * 1e-3)
-        del step
+        row[f"{impl} img/s"] = step_rate(model_for(variant, impl, device), cfg, size, device, precision)
     for ours, other in (("custom", "torch"), ("custom", "compile"), ("custom+compile", "compile")):
         if f"{ours} img/s" in row and f"{other} img/s" in row:
             row[f"{ours} vs {other}"] = row[f"{ours} img/s"] / row[f"{other} img/s"]
@@ -86,16 +89,13 @@ def test_tower_streams(full, report, precision):
     device = "cuda" if HAS_CUDA else "cpu"
     if device == "cpu" and precision == "bf16":
         pytest.skip("smoke run on the CPU: fp32 only (streams are a CUDA matter)")
-    batch, size = cfg["batch"], cfg["sizes"]["paper"]
-    row = {"variant": "paper", "batch": batch, "precision": precision}
+    row = {"variant": "paper", "batch": cfg["batch"], "precision": precision}
     for streams in (True, False):
         torch.manual_seed(0)
         model = alexnet("paper", NUM_CLASSES, "custom", devices=(device,), streams=streams)
-        step = fixed_batch_step(model, batch, size, NUM_CLASSES, device, precision)
-        assert torch.isfinite(step())
-        ms = median_ms(step, warmup=cfg["warmup"], iters=cfg["iters"], flush_l2=False)
-        row[f"{'two streams' if streams else 'one stream'} img/s"] = batch / (ms * 1e-3)
-        del step, model
+        row[f"{'two streams' if streams else 'one stream'} img/s"] = step_rate(
+            model, cfg, cfg["sizes"]["paper"], device, precision)
+        del model
     row["streams speedup"] = row["two streams img/s"] / row["one stream img/s"]
     report(f"Paper AlexNet, both towers on one device ({'GPU' if HAS_CUDA else 'CPU smoke'})", row)
 
@@ -107,14 +107,15 @@ def test_gpu_vs_cpu(full, report):
     batch = FULL["batch"] if full else SMOKE["batch"]
     gpu = "cuda" if HAS_CUDA else "cpu"
     row = {"variant": "paper", "batch": batch, "precision": "fp32", "CPU threads": torch.get_num_threads()}
+    rates = []
     for side, backend, device, steps in (("GPU", "custom", gpu, 20 if full else 1),
                                          ("CPU", "torch", "cpu", 3 if full else 1)):
         torch.manual_seed(0)
         step = fixed_batch_step(alexnet("paper", NUM_CLASSES, backend, devices=(device,)), batch, 227,
                                 NUM_CLASSES, device, "fp32")
-        row[f"{side} ({device}, {backend}) img/s"] = images_per_second(step, batch, steps, warmup=1 if full else 0)
+        rates.append(images_per_second(step, batch, steps, warmup=1 if full else 0))
+        row[f"{side} ({device}, {backend}) img/s"] = rates[-1]
         del step
-    gpu_rate, cpu_rate = (v for k, v in row.items() if k.endswith("img/s"))
-    row["GPU / CPU"] = gpu_rate / cpu_rate
+    row["GPU / CPU"] = rates[0] / rates[1]
     row["paper"] = "about 50x"
     report(f"GPU versus CPU, a training step ({'GPU' if HAS_CUDA else 'CPU smoke: both sides on the CPU'})", row)

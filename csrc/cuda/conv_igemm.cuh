@@ -68,6 +68,20 @@ __device__ __forceinline__ void ig_fill_taps(IgTap* taps, const IgParams& p) {
   for (int q = threadIdx.x; q < p.Q; q += blockDim.x) taps[q] = ig_tap(p, q);
 }
 
+// Output pixel m = (n, oh, ow) of the implicit GEMM's rows.
+struct IgCoord {
+  int64_t n;
+  int32_t oh, ow;
+};
+
+__device__ __forceinline__ IgCoord ig_coord(const IgParams& p, int64_t m) {
+  const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
+  const int64_t n = m / plane;
+  const int32_t rest = static_cast<int32_t>(m - n * plane);
+  const int32_t oh = rest / p.OW;
+  return IgCoord{n, oh, rest - oh * p.OW};
+}
+
 // The pixel a thread gathers for: where its window starts in x (possibly outside, with padding).
 struct IgPixel {
   int64_t base;  // offset of x[n, 0, ih0, iw0] (ih0, iw0 may be negative: only added to in-bounds taps)
@@ -78,13 +92,10 @@ struct IgPixel {
 __device__ __forceinline__ IgPixel ig_pixel(const IgParams& p, int64_t m) {
   IgPixel px{0, 0, 0, false};
   if (m < p.M) {
-    const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
-    const int64_t n = m / plane;
-    const int32_t rest = static_cast<int32_t>(m - n * plane);
-    const int32_t oh = rest / p.OW, ow = rest - (rest / p.OW) * p.OW;
-    px.ih0 = oh * p.sH - p.pH;
-    px.iw0 = ow * p.sW - p.pW;
-    px.base = n * p.xsn + static_cast<int64_t>(px.ih0) * p.xsh + static_cast<int64_t>(px.iw0) * p.xsw;
+    const IgCoord o = ig_coord(p, m);
+    px.ih0 = o.oh * p.sH - p.pH;
+    px.iw0 = o.ow * p.sW - p.pW;
+    px.base = o.n * p.xsn + static_cast<int64_t>(px.ih0) * p.xsh + static_cast<int64_t>(px.iw0) * p.xsw;
     px.valid = true;
   }
   return px;
@@ -105,11 +116,8 @@ __device__ __forceinline__ int64_t ig_offset(const IgParams& p, const IgPixel& p
 // much as the main loop.
 __device__ __forceinline__ int64_t ig_out_base(const IgParams& p, int64_t m) {
   if (m >= p.M) return -1;
-  const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
-  const int64_t n = m / plane;
-  const int32_t rest = static_cast<int32_t>(m - n * plane);
-  const int32_t oh = rest / p.OW, ow = rest - oh * p.OW;
-  return n * p.ysn + oh * p.ysh + ow * p.ysw;
+  const IgCoord o = ig_coord(p, m);
+  return o.n * p.ysn + o.oh * p.ysh + o.ow * p.ysw;
 }
 
 // Bias, ReLU (NaN passes, as torch.relu) and the store of output element (pixel at base, k).
@@ -391,15 +399,12 @@ __device__ __forceinline__ WgPixel wg_pixel(const WgParams& w, int64_t m, int64_
   const IgParams& p = w.f;
   WgPixel px{0, 0, 0, 0, 0, 0};
   if (m < m_end) {
-    const int64_t plane = static_cast<int64_t>(p.OH) * p.OW;
-    const int64_t n = m / plane;
-    const int32_t rest = static_cast<int32_t>(m - n * plane);
-    const int32_t oh = rest / p.OW, ow = rest - oh * p.OW;
-    px.ih0 = oh * p.sH - p.pH;
-    px.iw0 = ow * p.sW - p.pW;
-    px.xbase = n * p.xsn + static_cast<int64_t>(px.ih0) * p.xsh + static_cast<int64_t>(px.iw0) * p.xsw;
-    px.goff = n * w.gsn + oh * w.gsh + ow * w.gsw;
-    px.yoff = n * w.vsn + oh * w.vsh + ow * w.vsw;
+    const IgCoord o = ig_coord(p, m);
+    px.ih0 = o.oh * p.sH - p.pH;
+    px.iw0 = o.ow * p.sW - p.pW;
+    px.xbase = o.n * p.xsn + static_cast<int64_t>(px.ih0) * p.xsh + static_cast<int64_t>(px.iw0) * p.xsw;
+    px.goff = o.n * w.gsn + o.oh * w.gsh + o.ow * w.gsw;
+    px.yoff = o.n * w.vsn + o.oh * w.vsh + o.ow * w.vsw;
     px.valid = 1;
   }
   return px;
