@@ -8,7 +8,7 @@ Kernels: csrc/cuda/conv_cuda.cu and csrc/cpu/conv_cpu.cpp.
   fp16, bias and ReLU fused; the weight and bias gradients as the same GEMM reduced over pixels
   in deterministic chunks (fp32 partials summed in fp64), again on the tensor cores for bf16 /
   fp16. Without a GPU, tests/test_conv_emulated.py runs these very kernels on the CPU under an
-  emulator of CUDA threads, barriers and mma.sync (csrc/cuda/emulate/), against F.conv2d: their
+  emulator of CUDA threads, barriers and mma.sync (tests/cuda_emu/), against F.conv2d: their
   indexing is checked there. Their speed, and the GPU's own mma.sync, are checked by
   tests/test_conv.py's CUDA tests and bench/bench_conv.py, which wait for bench/gpu_check.sh.
 * Everything else -- fp64, more taps, the input gradient, and every CPU pass -- runs the direct

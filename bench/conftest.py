@@ -1,5 +1,11 @@
-"""bench/: side-by-side speed tables. `pytest bench/ --benchmark` on a GPU runs AlexNet sizes;
-plain `pytest bench/` runs small shapes as a smoke check (CI runs that).
+"""bench/: side-by-side speed tables.
+
+    pytest bench/ --benchmark   on a GPU: AlexNet sizes (batch 128) on the GPU;
+                                without one: the CPU tables, AlexNet sizes at batch 32
+    pytest bench/               small shapes as a smoke check (CI runs that)
+
+Each benchmark takes its device from the `device` fixture and whether to run full sizes from
+`full`; a full CPU run uses the batch of `cpu_batch`.
 
 Rows collected through the `report` fixture are printed as one table per benchmark at the end
 of the session, and written as markdown to $ALEXNET_BENCH_OUT when that is set: after each row,
@@ -15,12 +21,25 @@ _TABLES = defaultdict(list)
 _BEFORE = {}  # $ALEXNET_BENCH_OUT's text before this session (earlier sessions' tables)
 
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+CPU_BATCH = 32  # full CPU tables: AlexNet's shapes at this batch
+
+
 @pytest.fixture
 def full(request):
-    """True for the full-size run (--benchmark on a GPU)."""
-    if request.config.getoption("--benchmark") and not torch.cuda.is_available():
-        pytest.skip("--benchmark times CUDA kernels: no CUDA device here (run bench/gpu_check.sh on the GPU machine)")
+    """True for the full-size run (--benchmark): on the GPU at batch 128, on the CPU at CPU_BATCH."""
     return request.config.getoption("--benchmark")
+
+
+@pytest.fixture
+def device():
+    """Where the benchmarks run: the GPU where there is one, else the CPU."""
+    return DEVICE
+
+
+@pytest.fixture
+def cpu_batch():
+    return CPU_BATCH
 
 
 @pytest.fixture
@@ -47,7 +66,10 @@ def _fmt(v):
 
 
 def _render() -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (smoke sizes, wall clock)"
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"the CPU ({torch.get_num_threads()} threads, wall clock)"
     header = f"alexnet_kernels benchmarks on {device}, torch {torch.__version__}"
     return "\n".join([f"## {header}", ""] + [_markdown(t, rows) for t, rows in _TABLES.items()])
 
@@ -62,7 +84,12 @@ def _write_out() -> None:
         f.write(_BEFORE["text"] + _render() + "\n")
 
 
-def pytest_terminal_summary(terminalreporter):
+def pytest_terminal_summary(terminalreporter, config):
+    if DEVICE == "cpu":
+        mode = "CPU tables at batch %d" % CPU_BATCH if config.getoption("--benchmark") else "smoke sizes"
+        terminalreporter.write_line(
+            f"no CUDA device: the GPU rows are skipped (bash bench/gpu_check.sh runs them on a GPU); "
+            f"this run measured the CPU rows ({mode})")
     if not _TABLES:
         return
     terminalreporter.write_sep("=", "benchmark tables")

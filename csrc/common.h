@@ -12,6 +12,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "mem.h"
+
 #ifdef __CUDACC__
 #define AK_HD __host__ __device__ __forceinline__
 #define AK_UNROLL _Pragma("unroll")
@@ -62,6 +64,12 @@ struct Divmod64 {
     q = n / static_cast<I>(d);
     r = n - q * static_cast<I>(d);
   }
+};
+
+// Strides of a 4-D tensor, in elements; at() is the offset of element (a, b, c, d).
+struct Strides4 {
+  int64_t n, c, h, w;
+  AK_HD int64_t at(int64_t a, int64_t b, int64_t c_, int64_t d) const { return a * n + b * c + c_ * h + d * w; }
 };
 
 // Flat indices below this use 32-bit index math; the kernels are templated on both.

@@ -26,11 +26,6 @@ struct ConvGeom {
   int64_t sH, sW, pH, pW;
 };
 
-struct Strides4 {
-  int64_t n, c, h, w;
-  AK_HD int64_t at(int64_t a, int64_t b, int64_t c_, int64_t d) const { return a * n + b * c + c_ * h + d * w; }
-};
-
 template <typename scalar_t>
 struct ConvArgs {
   const scalar_t* x; Strides4 xs;    // [N, C, H, W]

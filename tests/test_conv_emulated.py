@@ -1,7 +1,7 @@
 """The CUDA implicit-GEMM conv kernels (csrc/cuda/conv_igemm.cuh), run on the CPU.
 
-csrc/cuda/emulate/conv_emu.cpp compiles the very kernels and host planning that conv_cuda.cu
-launches, with csrc/cuda/emulate/cuda_emu.h standing in for CUDA: one std::thread per CUDA
+tests/cuda_emu/conv_emu.cpp compiles the very kernels and host planning that conv_cuda.cu
+launches, with tests/cuda_emu/cuda_emu.h standing in for CUDA: one std::thread per CUDA
 thread, barriers for __syncthreads, warp exchanges for shuffles and mma.sync (fragment layouts
 from the PTX ISA). So a machine without a GPU checks their tiling, indexing, bounds, padding,
 chunking and epilogues against F.conv2d in float64. What it cannot check -- speed, and whether
@@ -9,17 +9,13 @@ the GPU's mma.sync agrees with the ISA as read here -- test_conv.py's CUDA tests
 device. The extension takes about a minute to compile (once per source change, cached by
 torch.utils.cpp_extension).
 """
-import os
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from cuda_emu import build
 from helpers import rel_err
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE = os.path.join(ROOT, "csrc", "cuda", "emulate", "conv_emu.cpp")
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
 
 # (input shape, out channels, kernel, stride, padding): conv1 of the paper (96 filters: 96-wide
@@ -43,13 +39,7 @@ def ids(c):
 
 @pytest.fixture(scope="module")
 def emu():
-    from torch.utils.cpp_extension import is_ninja_available, load
-
-    if shutil.which(os.environ.get("CXX", "c++")) is None or not is_ninja_available():
-        pytest.skip("building the emulator needs a C++ compiler and ninja")
-
-    return load("alexnet_kernels_conv_emu", [SOURCE], extra_cflags=["-O2", "-std=c++20", "-pthread"],
-                extra_ldflags=["-pthread"])
+    return build.load("conv_emu")
 
 
 def make(case, dtype, seed=0):

@@ -8,20 +8,6 @@
 namespace alexnet_kernels {
 namespace {
 
-// conv_igemm.cuh's kernels on the current stream.
-struct CudaLauncher {
-  template <typename... P, typename... A>
-  static void launch(void (*kernel)(P...), dim3 grid, int threads, A&&... args) {
-    kernel<<<grid, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(std::forward<A>(args)...);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  static int multiprocessors() {
-    int sms = 0;  // (ATen's device-properties header pulls in cuSPARSE, which a bare toolkit lacks)
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
-    return sms;
-  }
-};
-
 at::Tensor conv2d_forward_cuda(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
                                at::IntArrayRef stride, at::IntArrayRef padding, bool relu) {
   const c10::cuda::CUDAGuard guard(cuda_device_of({&x, &w, b ? &*b : nullptr}));

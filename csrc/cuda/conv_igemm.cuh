@@ -1,6 +1,6 @@
 // The implicit-GEMM convolution kernels of alexnet_kernels::conv2d on CUDA, and the host code
 // that plans and launches them through a Launcher (conv_cuda.cu's launches on the current CUDA
-// stream; csrc/cuda/emulate/conv_emu.cpp runs the same kernels on the CPU, one std::thread per
+// stream; tests/cuda_emu/conv_emu.cpp runs the same kernels on the CPU, one std::thread per
 // CUDA thread, so that tests can check their indexing without a GPU).
 //
 // Forward has a fast path for AlexNet's conv1 and its kin (few input channels, large kernel and

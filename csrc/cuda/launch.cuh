@@ -1,5 +1,9 @@
-// Launch helper shared by the CUDA kernels: a grid-stride loop over a flat index that calls a functor
-// wrapping an element function from the op's header (the same function the CPU kernel runs).
+// Launching CUDA kernels. A kernel's host-side planning is a template on its Launcher:
+// CudaLauncher below launches on the current CUDA stream; tests/cuda_emu/cuda_emu.h's
+// emu::Launcher runs the same kernels on the CPU. Both have
+//   launch(kernel, dim3 grid, int threads, args...)   and   multiprocessors().
+// Also here: a grid-stride loop over a flat index that calls a functor wrapping an element function
+// from the op's header (the same function the CPU kernel runs).
 #pragma once
 
 #include <c10/cuda/CUDAException.h>
@@ -49,6 +53,19 @@ inline c10::Device cuda_device_of(std::initializer_list<const at::Tensor*> tenso
   TORCH_CHECK(first != nullptr, "alexnet_kernels: a CUDA kernel was called without a CUDA tensor");
   return first->device();
 }
+
+struct CudaLauncher {
+  template <typename... P, typename... A>
+  static void launch(void (*kernel)(P...), dim3 grid, int threads, A&&... args) {
+    kernel<<<grid, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(std::forward<A>(args)...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  static int multiprocessors() {
+    int sms = 0;  // (ATen's device-properties header pulls in cuSPARSE, which a bare toolkit lacks)
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
+    return sms;
+  }
+};
 
 // How the CUDA kernels run an op's element functor (the Runner of csrc/<op>.h).
 struct CudaRunner {

@@ -5,7 +5,7 @@
 
 #include <torch/extension.h>
 
-#include "../conv_igemm.cuh"
+#include "../../csrc/cuda/conv_igemm.cuh"
 
 namespace ak = alexnet_kernels;
 
