@@ -19,9 +19,14 @@ def load(name: str):
 
     if shutil.which(os.environ.get("CXX", "c++")) is None or not is_ninja_available():
         pytest.skip("building the CUDA emulator needs a C++ compiler and ninja")
+    # In this checkout's build/ (ignored by git), not torch's per-user cache: two checkouts must
+    # not rebuild over each other's objects.
+    build_dir = os.path.join(ROOT, "build", "cuda_emu", name)
+    os.makedirs(build_dir, exist_ok=True)
     return jit_load(
         f"alexnet_kernels_{name}",
         [os.path.join(HERE, f"{name}.cpp")],
+        build_directory=build_dir,
         extra_cflags=CFLAGS,
         extra_include_paths=[HERE, os.path.join(ROOT, "csrc")],
         extra_ldflags=["-pthread"],
