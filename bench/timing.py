@@ -3,6 +3,7 @@
 A benchmark row is measured on the device in the same run as its reference: absolute times on a
 shared GPU drift, ratios in one run do not.
 """
+import os
 import statistics
 import time
 
@@ -70,7 +71,10 @@ def peak_extra_mib(fn) -> float:
 
 def copy_bandwidth() -> float:
     """Device-to-device copy bandwidth (bytes read + written per second), measured once per run
-    on a 1 GiB buffer: the memory floor's denominator."""
+    on a 1 GiB buffer: the memory floor's denominator. bench/gpu_check.sh measures it once at the
+    start of a call and passes it on in $ALEXNET_COPY_BW, so every table of the call shares it."""
+    if "bw" not in _BANDWIDTH and os.environ.get("ALEXNET_COPY_BW"):
+        _BANDWIDTH["bw"] = float(os.environ["ALEXNET_COPY_BW"])
     if "bw" not in _BANDWIDTH:
         src = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
         dst = torch.empty_like(src)
@@ -93,6 +97,9 @@ def matmul_peak_tflops(dtype: torch.dtype) -> float:
     """The device's attainable dense throughput for ``dtype`` in TFLOP/s, measured once per run:
     an 8192^3 matmul (cuBLAS) with TF32 off, so fp32 is the FP32 pipes' figure and bf16 / fp16
     the tensor cores'. The denominator of a compute-bound kernel's "% of peak"."""
+    env = "ALEXNET_PEAK_TFLOPS_" + str(dtype).replace("torch.", "").upper()
+    if dtype not in _PEAK and os.environ.get(env):
+        _PEAK[dtype] = float(os.environ[env])
     if dtype not in _PEAK:
         saved = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("highest")  # (train/precision.py: why not fp32_precision)
@@ -104,3 +111,11 @@ def matmul_peak_tflops(dtype: torch.dtype) -> float:
             torch.set_float32_matmul_precision(saved)
         _PEAK[dtype] = 2 * 8192**3 / (ms * 1e-3) / 1e12
     return _PEAK[dtype]
+
+
+if __name__ == "__main__":
+    # The ceilings of this GPU as shell assignments (bench/gpu_check.sh measures them once per
+    # call and exports them to every benchmark of the call).
+    print(f"ALEXNET_COPY_BW={copy_bandwidth():.6g}")
+    for dt in (torch.float32, torch.bfloat16):
+        print(f"ALEXNET_PEAK_TFLOPS_{str(dt).replace('torch.', '').upper()}={matmul_peak_tflops(dt):.6g}")
