@@ -8,8 +8,8 @@ Each benchmark takes its device from the `device` fixture and whether to run ful
 `full`; a full CPU run uses the batch of `cpu_batch`.
 
 Rows collected through the `report` fixture are printed as one table per benchmark at the end
-of the session, and written as markdown to $ALEXNET_BENCH_OUT when that is set: after each row,
-after what the file held before the session, so that a run killed part-way keeps its rows.
+of the run, and written as markdown to $ALEXNET_BENCH_OUT when that is set: after each row,
+after what the file held before the run, so that a run killed part-way keeps its rows.
 """
 import os
 from collections import defaultdict
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 _TABLES = defaultdict(list)
-_BEFORE = {}  # $ALEXNET_BENCH_OUT's text before this session (earlier sessions' tables)
+_BEFORE = {}  # $ALEXNET_BENCH_OUT's text before this run (earlier runs' tables)
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

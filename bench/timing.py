@@ -9,7 +9,7 @@ import time
 
 import torch
 
-# Where the measured device-to-device copy bandwidth is cached for the session (bytes/s).
+# Where the measured device-to-device copy bandwidth is cached for the process (bytes/s).
 _BANDWIDTH = {}
 
 
@@ -89,7 +89,7 @@ def floor_ms(nbytes: float) -> float:
     return nbytes / copy_bandwidth() * 1e3
 
 
-# Measured matmul throughput per dtype, cached for the session (FLOP/s).
+# Measured matmul throughput per dtype, cached for the process (FLOP/s).
 _PEAK = {}
 
 
