@@ -206,7 +206,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="append the markdown table to this file")
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads, op self time)"
+    if device == "cuda":
+        where = torch.cuda.get_device_name()
+    else:
+        where = f"CPU ({torch.get_num_threads()} threads, op self time)"
     results = {}
     for precision in args.precisions.split(","):
         for backend in args.backends.split(","):

@@ -9,7 +9,10 @@ DEVICES = [
     "cpu",
     pytest.param(
         "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA kernels run on the GPU machine (bench/gpu_check.sh)"),
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available(),
+            reason="no CUDA device: the CUDA kernels run on the GPU machine (bench/gpu_check.sh)",
+        ),
     ),
 ]
 
