@@ -220,18 +220,40 @@ bool find_alloc(uintptr_t a, uintptr_t* lo, uintptr_t* hi) {
   return true;
 }
 
+// Wraps the CPU allocator so that every allocation is registered while it lives. Its data
+// pointers stay "simple" (context == data, freed through raw_deleter()) as the default CPU
+// allocator's are: some of torch's own code (oneDNN's convolutions) allocates through
+// raw_allocate / raw_deallocate, which require that.
+c10::DeleterFnPtr g_inner_deleter = nullptr;
+
+void tracked_delete(void* p) {
+  emu::untrack(p);
+  g_inner_deleter(p);
+}
+
 class TrackingAllocator final : public c10::Allocator {
  public:
   explicit TrackingAllocator(c10::Allocator* inner) : inner_(inner) {}
   c10::DataPtr allocate(size_t n) override {
     c10::DataPtr dp = inner_->allocate(n);
     void* p = dp.get();
-    if (p == nullptr || n == 0) return dp;
+    if (p == nullptr || n == 0 || dp.get_context() != p || dp.get_deleter() != g_inner_deleter) {
+      // Not the plain form this wrapper knows how to take over: register it for its lifetime
+      // through a context that owns the original.
+      if (p != nullptr && n != 0) {
+        const c10::Device dev = dp.device();
+        auto* ctx = new Ctx{std::move(dp), p};
+        emu::track(p, n);
+        return c10::DataPtr(p, ctx, &release, dev);
+      }
+      return dp;
+    }
     const c10::Device dev = dp.device();
-    auto* ctx = new Ctx{std::move(dp), p};
+    dp.release_context();
     emu::track(p, n);
-    return c10::DataPtr(p, ctx, &release, dev);
+    return c10::DataPtr(p, p, &tracked_delete, dev);
   }
+  c10::DeleterFnPtr raw_deleter() const override { return g_inner_deleter ? &tracked_delete : nullptr; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
@@ -252,6 +274,7 @@ class TrackingAllocator final : public c10::Allocator {
 struct InstallAllocator {
   InstallAllocator() {
     c10::Allocator* inner = c10::GetCPUAllocator();
+    g_inner_deleter = inner->raw_deleter();
     c10::SetCPUAllocator(new TrackingAllocator(inner), /*priority=*/255);
   }
 };

@@ -83,7 +83,7 @@ class Launch:
     error: str | None
 
     @classmethod
-    def from_json(cls, d: dict) -> "Launch":
+    def from_json(cls, d: dict) -> Launch:
         def acc(k, unique=None):
             a = Access(**d[k])
             if unique is not None:
