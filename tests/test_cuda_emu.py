@@ -331,3 +331,10 @@ def test_tracking_allocator_keeps_torch_working(m):
     y = torch.nn.functional.conv2d(x, w, stride=2)
     ref = torch.nn.functional.conv2d(x.double(), w.double(), stride=2)
     assert ((y.double() - ref).norm() / ref.norm()).item() < 1e-6
+
+
+def test_harnesses_share_one_registry(m, emu):
+    # A tensor made once any harness has loaded is known to every harness, whichever loaded first.
+    other = build.runtime(build.load("conv_emu"))
+    t = torch.empty(10)
+    assert emu.is_tracked(t) and other.is_tracked(t)

@@ -2,6 +2,7 @@
 // (memcheck, initcheck, racecheck, synccheck), the counters, the registry of device memory, and
 // the C entry points through which Python reads results (cuda_emu/runtime.py). Linked into every
 // harness by cuda_emu.build.load; docs/emulator.md describes the design.
+#include <Python.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
@@ -203,9 +204,39 @@ struct Registry {
   std::mutex m;
   std::map<uintptr_t, size_t> live;
 };
+
+// One registry per process, shared by every harness module: the first to load creates it and
+// installs the tracking allocator; the others find it (a capsule on Python's sys module), so a
+// tensor made after any harness loaded is known to all of them.
+constexpr const char* kRegistryName = "alexnet_kernels.cuda_emu.registry.v1";
+Registry* g_registry = nullptr;
+bool g_registry_created = false;
+
 Registry& reg() {
-  static Registry* r = new Registry;
-  return *r;
+  if (g_registry == nullptr) {
+    g_registry = new Registry;  // no Python here (a registry of this module alone)
+    g_registry_created = true;
+  }
+  return *g_registry;
+}
+
+void attach_registry() {
+  PyGILState_STATE gil = PyGILState_Ensure();
+  PyObject* sys = PyImport_ImportModule("sys");
+  PyObject* cap = sys ? PyObject_GetAttrString(sys, "_alexnet_kernels_cuda_emu_registry") : nullptr;
+  if (cap && PyCapsule_IsValid(cap, kRegistryName)) {
+    g_registry = static_cast<Registry*>(PyCapsule_GetPointer(cap, kRegistryName));
+  } else {
+    PyErr_Clear();
+    g_registry = new Registry;
+    g_registry_created = true;
+    PyObject* made = PyCapsule_New(g_registry, kRegistryName, nullptr);
+    if (sys && made) PyObject_SetAttrString(sys, "_alexnet_kernels_cuda_emu_registry", made);
+    Py_XDECREF(made);
+  }
+  Py_XDECREF(cap);
+  Py_XDECREF(sys);
+  PyGILState_Release(gil);
 }
 
 bool find_alloc(uintptr_t a, uintptr_t* lo, uintptr_t* hi) {
@@ -273,6 +304,9 @@ class TrackingAllocator final : public c10::Allocator {
 
 struct InstallAllocator {
   InstallAllocator() {
+    if (Py_IsInitialized()) attach_registry();
+    else reg();
+    if (!g_registry_created) return;  // an earlier harness tracks allocations already
     c10::Allocator* inner = c10::GetCPUAllocator();
     g_inner_deleter = inner->raw_deleter();
     c10::SetCPUAllocator(new TrackingAllocator(inner), /*priority=*/255);
