@@ -550,7 +550,8 @@ def render(results, notes, recorded):
                  f"{r.counts['gld_efficiency']:.2f}" if "gld_efficiency" in r.counts else "not counted (raw)",
                  f"{r.counts['gst_efficiency']:.2f}" if "gst_efficiency" in r.counts else "-",
                  f"{r.counts['lds_bank_ways']:.2f}" if "lds_bank_ways" in r.counts else "-",
-                 "yes" if r.counts.get("uniform") else "no"] for r in counted]
+                 ("yes" if r.counts.get("uniform") else "no") if r.counts.get("counted_global") else "-"]
+                for r in counted]
         out.append(table("CUDA emulator counts (input 2 x 3 x 39 x 39: 128 output pixels; planned for 132 SMs; "
                          "useful = MACs / (mma x 2048); efficiency = bytes / (sectors x 32))",
                          ["kernel", "mma", "useful", "gld efficiency", "gst efficiency", "LDS ways",
