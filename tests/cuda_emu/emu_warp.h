@@ -47,8 +47,8 @@ T shfl(unsigned mask, T v, int src, const std::source_location& at) {
   return r;
 }
 
-// The source lane of lane l in a segment of `width` lanes, or -1 (own value) where CUDA returns the
-// caller's own value.
+// The first lane of the `width`-lane segment holding `lane` (shuffles with width < 32 stay inside
+// their segment; where the source falls outside it, the caller's own value comes back).
 inline int seg_base(int lane, int width) { return lane & ~(width - 1); }
 
 }  // namespace detail
