@@ -10,7 +10,12 @@
 //     and a pointer into it is an sptr<T>;
 //   - an access wider than the element (64- or 128-bit, to either space) is ak_load<V>(p) or
 //     ak_store<V>(p, v), never a reinterpret_cast of the address: that is one instruction of
-//     sizeof(V) bytes on the GPU, and one counted access of that width under the emulator.
+//     sizeof(V) bytes on the GPU, and one counted access of that width under the emulator;
+//   - a gptr is made from the tensor's data pointer, and moved by arithmetic on the gptr (it
+//     carries the tensor's bounds from there); p + i rather than &p[i]; a struct element's member
+//     through a copy (T v = p[i]; v.x) when p points to non-const T or into shared memory.
+// Raw pointers, __shared__ arrays and reinterpret_cast still compile under the emulator, unchecked.
+// docs/emulator.md has the whole contract.
 #pragma once
 
 // The emulator's checked types replace these where it defines AK_EMU_CHECKED_MEMORY; without it
