@@ -27,7 +27,6 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-
 from timing import floor_ms, median_ms, peak_extra_mib, step
 
 rdm = importlib.import_module("alexnet_kernels.relu_dropout")

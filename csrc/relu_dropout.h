@@ -62,7 +62,9 @@ inline uint32_t drop_threshold(double p) {
 }
 
 // The fp32 factor kept elements are multiplied by (the GPU kernel gets the same fp32 argument).
-inline float keep_scale(double p) { return static_cast<float>(1.0 / (1.0 - p)); }
+inline float keep_scale(double p) {
+  return static_cast<float>(1.0 / (1.0 - p));
+}
 
 // v where keep, else +0, selected with a bit mask rather than a branch: a multiply under a branch
 // is not hoisted out of it (it might raise an FP exception the scalar code would not), and then

@@ -16,7 +16,6 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import have_memory, poison
 
 rdm = importlib.import_module("alexnet_kernels.relu_dropout")  # the module, whatever __init__ exports

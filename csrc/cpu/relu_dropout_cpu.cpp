@@ -77,16 +77,15 @@ struct F16 {
 
 template <typename IO>
 __attribute__((always_inline)) inline void forward_span(const typename IO::storage* __restrict x,
-                                                        typename IO::storage* __restrict y, int64_t begin,
-                                                        int64_t end, uint64_t key, uint64_t counter,
-                                                        uint32_t threshold, float scale) {
+                                                        typename IO::storage* __restrict y, int64_t begin, int64_t end,
+                                                        uint64_t key, uint64_t counter, uint32_t threshold,
+                                                        float scale) {
   alignas(64) uint32_t r[kBlock];
   for (int64_t b = begin; b < end; b += kBlock) {  // begin is a multiple of 4
     const uint64_t first = counter + static_cast<uint64_t>(b / 4);
     for (int64_t i = 0; i < kBlock / 4; ++i) philox4x32_10(key, first + static_cast<uint64_t>(i), r + 4 * i);
     const int64_t len = std::min(kBlock, end - b);
-    for (int64_t e = 0; e < len; ++e)
-      y[b + e] = IO::store(forward_value(IO::load(x[b + e]), r[e], threshold, scale));
+    for (int64_t e = 0; e < len; ++e) y[b + e] = IO::store(forward_value(IO::load(x[b + e]), r[e], threshold, scale));
   }
 }
 
@@ -95,31 +94,29 @@ __attribute__((always_inline)) inline void backward_span(const typename IO::stor
                                                          const typename IO::storage* __restrict y,
                                                          typename IO::storage* __restrict dx, int64_t begin,
                                                          int64_t end, typename IO::acc scale) {
-  for (int64_t i = begin; i < end; ++i)
-    dx[i] = IO::store(backward_value(IO::load(g[i]), IO::load(y[i]), scale));
+  for (int64_t i = begin; i < end; ++i) dx[i] = IO::store(backward_value(IO::load(g[i]), IO::load(y[i]), scale));
 }
 
 template <typename IO>
 __attribute__((always_inline)) inline void relu_span(const typename IO::storage* __restrict x,
-                                                     typename IO::storage* __restrict y, int64_t begin,
-                                                     int64_t end) {
+                                                     typename IO::storage* __restrict y, int64_t begin, int64_t end) {
   // torch.relu: negatives to +0; NaN and -0.0 pass through unchanged (their bits copied).
   for (int64_t i = begin; i < end; ++i) y[i] = IO::load(x[i]) < 0 ? typename IO::storage(0) : x[i];
 }
 
 // The cloned entry points: one overload per storage type, each compiled for every ISA above.
-#define AK_RELU_DROPOUT_KERNELS(IO)                                                                      \
-  AK_CPU_CLONES void forward_kernel(const IO::storage* x, IO::storage* y, int64_t begin, int64_t end,     \
-                                    uint64_t key, uint64_t counter, uint32_t threshold, float scale) {   \
-    forward_span<IO>(x, y, begin, end, key, counter, threshold, scale);                                  \
+#define AK_RELU_DROPOUT_KERNELS(IO)                                                                                 \
+  AK_CPU_CLONES void forward_kernel(const IO::storage* x, IO::storage* y, int64_t begin, int64_t end, uint64_t key, \
+                                    uint64_t counter, uint32_t threshold, float scale) {                            \
+    forward_span<IO>(x, y, begin, end, key, counter, threshold, scale);                                             \
   }
-#define AK_RELU_KERNELS(IO)                                                                              \
-  AK_CPU_CLONES void backward_kernel(const IO::storage* g, const IO::storage* y, IO::storage* dx,         \
-                                     int64_t begin, int64_t end, IO::acc scale) {                        \
-    backward_span<IO>(g, y, dx, begin, end, scale);                                                      \
-  }                                                                                                      \
-  AK_CPU_CLONES void relu_kernel(const IO::storage* x, IO::storage* y, int64_t begin, int64_t end) {     \
-    relu_span<IO>(x, y, begin, end);                                                                     \
+#define AK_RELU_KERNELS(IO)                                                                                      \
+  AK_CPU_CLONES void backward_kernel(const IO::storage* g, const IO::storage* y, IO::storage* dx, int64_t begin, \
+                                     int64_t end, IO::acc scale) {                                               \
+    backward_span<IO>(g, y, dx, begin, end, scale);                                                              \
+  }                                                                                                              \
+  AK_CPU_CLONES void relu_kernel(const IO::storage* x, IO::storage* y, int64_t begin, int64_t end) {             \
+    relu_span<IO>(x, y, begin, end);                                                                             \
   }
 
 AK_RELU_DROPOUT_KERNELS(F32)
@@ -132,7 +129,9 @@ AK_RELU_KERNELS(BF16)
 
 // ---- host side: checks, dispatch over dtypes, the parallel loop ---------------------------------
 
-std::string dtype_name(at::ScalarType t) { return "torch." + std::string(c10::getDtypeNames(t).first); }
+std::string dtype_name(at::ScalarType t) {
+  return "torch." + std::string(c10::getDtypeNames(t).first);
+}
 
 // relu_dropout takes float32, float16 and bfloat16 (the GPU kernel's dtypes); relu float64 too.
 void check_x(const at::Tensor& x, const char* op, bool allow_double) {
@@ -143,8 +142,7 @@ void check_x(const at::Tensor& x, const char* op, bool allow_double) {
 }
 
 void check_grad(const at::Tensor& grad, const at::Tensor& y, const char* op) {
-  TORCH_CHECK_VALUE(grad.sizes() == y.sizes() && grad.scalar_type() == y.scalar_type() &&
-                        grad.device() == y.device(),
+  TORCH_CHECK_VALUE(grad.sizes() == y.sizes() && grad.scalar_type() == y.scalar_type() && grad.device() == y.device(),
                     op, ": grad and y must have the same shape, dtype and device, got grad ", grad.sizes(), " ",
                     dtype_name(grad.scalar_type()), " on ", grad.device(), " and y ", y.sizes(), " ",
                     dtype_name(y.scalar_type()), " on ", y.device());
@@ -162,11 +160,16 @@ at::Tensor empty_contiguous(const at::Tensor& like) {
 template <typename F>
 void dispatch_io(at::ScalarType t, F&& f) {
   switch (t) {
-    case at::kFloat: return f(F32{});
-    case at::kDouble: return f(F64{});
-    case at::kHalf: return f(F16{});
-    case at::kBFloat16: return f(BF16{});
-    default: TORCH_CHECK(false, "relu_dropout: unexpected dtype ", t);
+    case at::kFloat:
+      return f(F32{});
+    case at::kDouble:
+      return f(F64{});
+    case at::kHalf:
+      return f(F16{});
+    case at::kBFloat16:
+      return f(BF16{});
+    default:
+      TORCH_CHECK(false, "relu_dropout: unexpected dtype ", t);
   }
 }
 
