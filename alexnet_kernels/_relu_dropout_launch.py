@@ -9,7 +9,7 @@ import torch
 import triton
 
 from . import _relu_dropout_config as cfg
-from ._relu_dropout_triton import INTERPRET, relu_bwd_kernel, relu_dropout_fwd_kernel, relu_fwd_kernel
+from ._relu_dropout_triton import INTERPRET, _relu_bwd_kernel, _relu_dropout_fwd_kernel, _relu_fwd_kernel
 
 
 def _grid_and_options(t: torch.Tensor, n: int):
@@ -36,7 +36,7 @@ def relu_dropout_fwd(x: torch.Tensor, key: int, base: int, p: float) -> torch.Te
         return y
     grid, options = _grid_and_options(x, n)
     with _on_device(x):
-        relu_dropout_fwd_kernel[grid](x, y, key, base, n, cfg.threshold(p), cfg.scale(p),
+        _relu_dropout_fwd_kernel[grid](x, y, key, base, n, cfg.threshold(p), cfg.scale(p),
                                       SOFT_BF16=INTERPRET, **options)
     return y
 
@@ -51,7 +51,7 @@ def relu_fwd(x: torch.Tensor) -> torch.Tensor:
         return y
     grid, options = _grid_and_options(x, n)
     with _on_device(x):
-        relu_fwd_kernel[grid](x, y, n, **options)
+        _relu_fwd_kernel[grid](x, y, n, **options)
     return y
 
 
@@ -66,5 +66,5 @@ def relu_bwd(grad: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
         return dx
     grid, options = _grid_and_options(grad, n)
     with _on_device(grad):
-        relu_bwd_kernel[grid](grad, y, dx, n, scale, SOFT_BF16=INTERPRET, **options)
+        _relu_bwd_kernel[grid](grad, y, dx, n, scale, SOFT_BF16=INTERPRET, **options)
     return dx

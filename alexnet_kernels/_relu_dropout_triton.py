@@ -40,7 +40,7 @@ def _to_out(v, out_dtype: tl.constexpr, SOFT_BF16: tl.constexpr):
 # key, base: never specialized (a seed divisible by 16 would compile a second kernel); threshold
 # never a constexpr, so `.to(uint32)` below works.
 @triton.jit(do_not_specialize=["key", "base", "threshold"])
-def relu_dropout_fwd_kernel(
+def _relu_dropout_fwd_kernel(
     x_ptr,
     y_ptr,
     key,  # Philox key
@@ -68,7 +68,7 @@ def relu_dropout_fwd_kernel(
 
 
 @triton.jit
-def relu_fwd_kernel(x_ptr, y_ptr, n_elements, BLOCK: tl.constexpr):
+def _relu_fwd_kernel(x_ptr, y_ptr, n_elements, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     offs = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     inb = offs < n_elements
@@ -79,7 +79,7 @@ def relu_fwd_kernel(x_ptr, y_ptr, n_elements, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def relu_bwd_kernel(
+def _relu_bwd_kernel(
     g_ptr,
     y_ptr,
     dx_ptr,

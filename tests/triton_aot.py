@@ -28,12 +28,12 @@ cfg = importlib.import_module("alexnet_kernels._relu_dropout_config")
 def kernels(ty: str):
     ptr = "*" + ty
     consts = {"BLOCK": cfg.BLOCK_GPU, "SOFT_BF16": False}
-    yield rd.relu_dropout_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, key="i64", base="i64", n_elements="i64",
+    yield rd._relu_dropout_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, key="i64", base="i64", n_elements="i64",
                                             threshold="i64", scale="fp32", BLOCK="constexpr",
                                             SOFT_BF16="constexpr"), consts
-    yield rd.relu_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, n_elements="i64", BLOCK="constexpr"), \
+    yield rd._relu_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, n_elements="i64", BLOCK="constexpr"), \
         {"BLOCK": cfg.BLOCK_GPU}
-    yield rd.relu_bwd_kernel, dict(g_ptr=ptr, y_ptr=ptr, dx_ptr=ptr, n_elements="i64", scale="fp32",
+    yield rd._relu_bwd_kernel, dict(g_ptr=ptr, y_ptr=ptr, dx_ptr=ptr, n_elements="i64", scale="fp32",
                                     BLOCK="constexpr", SOFT_BF16="constexpr"), consts
 
 
