@@ -39,7 +39,8 @@ constexpr int64_t kBlock = 256;         // elements per Philox block: 64 counter
 constexpr int64_t kGrainGroups = 8192;  // parallel_for grain: 32K elements
 
 // How each dtype is loaded into and stored from the fp32 (fp64) arithmetic. bf16 is handled as
-// its bits, rounded to nearest even as the GPU does (NaN stays a quiet NaN of the same sign).
+// its bits and rounded to nearest even, as on the GPU; a NaN stays a quiet NaN of its sign (the
+// Triton kernel's bits under the interpreter; the GPU's conversion may pick another NaN).
 struct F32 {
   using storage = float;
   using acc = float;
