@@ -3,8 +3,8 @@
     conv2d(x, w, b, stride, padding, *, relu=False)      convolution (+ReLU): CUDA implicit GEMM for conv1
     lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0)        local response normalization (C++/CUDA)
     max_pool2d(x, kernel_size=3, stride=2, ...)          (overlapping) max pooling (C++/CUDA)
-    relu_dropout(x, p=0.5, training=True)                fused ReLU + dropout (Triton)
-    relu(x)                                              ReLU (Triton)
+    relu_dropout(x, p=0.5, training=True)                fused ReLU + dropout (C++; Triton on CUDA)
+    relu(x)                                              ReLU (C++; Triton on CUDA)
     nn.Conv2d, nn.LocalResponseNorm, nn.MaxPool2d, nn.ReLU, nn.ReLUDropout   the same as modules
     models.alexnet(variant="paper"|"torchvision", backend="custom"|"torch", devices=None)
     build_info()                                         what was compiled, for which GPUs
@@ -24,6 +24,8 @@ OPS = {
     "conv2d": ("conv2d", "conv2d_backward"),
     "lrn": ("lrn", "lrn_backward"),
     "max_pool2d": ("max_pool2d", "max_pool2d_backward"),
+    "relu_dropout": ("relu_dropout_fwd", "relu_dropout_bwd"),
+    "relu": ("relu_fwd", "relu_bwd"),
 }
 
 
@@ -46,8 +48,8 @@ def build_info() -> dict:
             name: {dev.lower(): all(_extension.has_kernel(op, dev) for op in ops) for dev in ("CPU", "CUDA")}
             for name, ops in OPS.items()
         },
-        # Triton kernels: compiled at first use for the GPU present; on the CPU they run under
-        # TRITON_INTERPRET=1, else a PyTorch path with the same mask.
+        # Ops whose CUDA kernels are Triton's: compiled at first use for the GPU present (their
+        # CPU kernels are C++ and draw the same random mask).
         "triton_ops": ["relu_dropout", "relu"],
     }
 

@@ -4,7 +4,7 @@ import torch
 from .conv import conv2d
 from .lrn import lrn
 from .max_pool import max_pool2d
-from .relu_dropout import relu, relu_dropout
+from .relu_dropout import _check_p, relu, relu_dropout
 
 __all__ = ["Conv2d", "LocalResponseNorm", "MaxPool2d", "ReLU", "ReLUDropout"]
 
@@ -78,14 +78,16 @@ class MaxPool2d(torch.nn.Module):
 
 class ReLUDropout(torch.nn.Module):
     """torch.nn.ReLU followed by torch.nn.Dropout(p), fused (alexnet_kernels.relu_dropout); plain
-    ReLU in eval mode."""
+    ReLU in eval mode and at p = 0, which, like torch.nn.ReLU, takes float64 too."""
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.p = p
+        self.p = _check_p(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return relu_dropout(x, self.p, self.training)
+        if self.training and self.p > 0:
+            return relu_dropout(x, self.p, True)
+        return relu(x)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -1,45 +1,38 @@
-"""ReLU + dropout: alexnet_kernels' fused relu_dropout beside F.dropout(F.relu(x)) (eager and
-torch.compile).
+"""ReLU + dropout: alexnet_kernels' fused relu_dropout beside F.dropout(F.relu(x)).
 
-    pytest bench/bench_relu_dropout.py --benchmark     # full AlexNet sizes, needs CUDA
-    pytest bench/bench_relu_dropout.py                 # smoke: tiny shapes (CPU: Triton interpreter)
+    pytest bench/bench_relu_dropout.py --benchmark     # full sizes: on the GPU, or the CPU table
+    pytest bench/bench_relu_dropout.py                 # smoke: tiny shapes
 
-With ``--benchmark`` on a CUDA machine: shapes [128, 4096] (fc6/fc7 activations) and
-[128, 290400] (= 96*55*55, conv1's output flattened), fp32 and bf16, forward and forward+backward,
-p = 0.5, for
+GPU (``--benchmark`` on a CUDA machine): shapes [128, 4096] (fc6/fc7 activations) and
+[128, 290400] (= 96*55*55, conv1's output flattened), fp32 and bf16, forward and
+forward+backward, p = 0.5, ours (the Triton kernel) beside eager ``F.dropout(F.relu(x))`` and
+its ``torch.compile``. Each time is timing.median_ms: the median of CUDA-event timings after
+warm-up, with L2 flushed before every call. Rows: the times, the speedup over eager and over
+compiled, the percent of the memory floor (forward 2 * N * itemsize bytes: read x, write y;
+forward+backward 5 * N * itemsize: + read g and y, write dx; over the copy bandwidth measured in
+the same run), and the peak extra memory of one call (output, saved tensors and dx; inputs
+excluded).
 
-* ours:      ``relu_dropout(x, p, True)``
-* eager:     ``F.dropout(F.relu(x), p, True)``
-* compiled:  ``torch.compile`` of that expression (default Inductor backend; full run only)
+CPU (no CUDA device): shapes [128, 4096] and [cpu_batch, 290400], fp32, forward and
+forward+backward, ours (the C++ kernel) beside eager ``F.dropout(F.relu(x))`` in the same
+process, the two calls interleaved so that both see the same load on a shared machine; median
+and best of the repeats, wall clock, at torch's intra-op thread count (a column of the table).
 
-Each time is timing.median_ms: the median of CUDA-event timings after warm-up, with L2 flushed
-before every call, so that the 2 MiB [128, 4096] tensors are not served from L2.  Rows go through bench/conftest.py's ``report``
-fixture (one table at the end of the session) with: the times, the speedup over eager and over
-compiled, the percent of the memory floor, and the peak extra memory:
-
-* floor = bytes the fused op must move / the copy bandwidth measured in the same run: forward
-  2 * N * itemsize (read x, write y), forward+backward 5 * N * itemsize (+ read g and y, write dx).
-  "% floor" = floor time / our time.
-* peak extra = ``torch.cuda.max_memory_allocated()`` during one call minus what was allocated
-  before it: inputs excluded; the output, what autograd saves (fwd+bwd) and dx included.
-
-Without ``--benchmark`` on a GPU the timing test runs the smoke shapes (no torch.compile);
-without CUDA it is skipped and ``test_relu_dropout_smoke`` only checks that forward and backward
-run at tiny shapes (on CPU that is the Triton interpreter).  Nothing here asserts speed.
+Nothing here asserts speed; every timed pair is first checked to do the same work.
 """
 import importlib
+import statistics
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from timing import floor_ms, median_ms, peak_extra_mib, step
 
 rdm = importlib.import_module("alexnet_kernels.relu_dropout")
 
-HAS_CUDA = torch.cuda.is_available()
 P = 0.5
-FULL_SHAPES = [(128, 4096), (128, 290400)]
+GPU_SHAPES = [(128, 4096), (128, 290400)]
 SMOKE_SHAPES = [(4, 64), (2, 3, 5, 7)]
 
 
@@ -58,32 +51,74 @@ def inputs(shape, dtype, device, backward):
     return x, g
 
 
-def test_relu_dropout_smoke():
-    """Forward and forward+backward run at tiny shapes, ours and eager agree on what they can."""
-    device = "cuda" if HAS_CUDA else "cpu"
+def check_same_work(x, g, backward):
+    """Ours and eager agree on what they can: 0 wherever x <= 0, and (p = 0.5) 2 * x (forward)
+    or 2 * g (input gradient) or 0 elsewhere."""
+    for op in (ours, eager):
+        out = step(op, x, g, backward)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        assert bool((out[x.detach() <= 0] == 0).all())
+        twice = 2 * (g if backward else x.detach())
+        live = out != 0
+        assert torch.equal(out[live], twice[live])
+        if x.numel() >= 1000:  # about half of the positive elements survive
+            assert 0.4 < live.sum().item() / (x > 0).sum().item() < 0.6
+
+
+def interleaved_ms(fns: dict, repeats: int, warmup: int = 3):
+    """Wall time of each of fns in ms, calls alternating between them: (medians, bests)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return ({name: statistics.median(t) for name, t in times.items()},
+            {name: min(t) for name, t in times.items()})
+
+
+def test_relu_dropout_smoke(device):
+    """Forward and forward+backward run at tiny shapes and do the same work as eager."""
     for shape in SMOKE_SHAPES:
         for dtype in (torch.float32, torch.bfloat16):
             for backward in (False, True):
                 x, g = inputs(shape, dtype, device, backward)
-                out = step(ours, x, g, backward)
-                ref = step(eager, x, g, backward)
-                assert out.shape == ref.shape == x.shape and out.dtype == ref.dtype == dtype
-                # both are 0 wherever x <= 0, and (p = 0.5) 2 * x or 2 * g or 0 elsewhere
-                assert bool((out[x.detach() <= 0] == 0).all())
-                twice = 2 * (g if backward else x.detach())
-                live = out != 0
-                assert torch.equal(out[live], twice[live])
+                check_same_work(x, g, backward)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="timing uses CUDA events and needs a CUDA device "
-                    "(test_relu_dropout_smoke covers the CPU / Triton-interpreter path)")
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("shape_i", [0, 1])
+def test_relu_dropout_cpu(full, device, cpu_batch, report, shape_i, backward):
+    if device != "cpu":
+        pytest.skip("the CPU table is measured on a machine without a GPU (the GPU rows run here)")
+    shape = [(128, 4096), (cpu_batch, 290400)][shape_i] if full else SMOKE_SHAPES[shape_i]
+    x, g = inputs(shape, torch.float32, "cpu", backward)
+    check_same_work(x, g, backward)
+    medians, bests = interleaved_ms({"ours": lambda: step(ours, x, g, backward),
+                                     "torch": lambda: step(eager, x, g, backward)},
+                                    repeats=15 if full else 3)
+    report(f"relu_dropout (p={P}) vs F.dropout(F.relu(x)), CPU, fp32", {
+        "shape": "x".join(map(str, shape)), "pass": "fwd+bwd" if backward else "fwd",
+        "threads": torch.get_num_threads(),
+        "ours ms": medians["ours"], "torch ms": medians["torch"],
+        "torch / ours": medians["torch"] / medians["ours"],
+        "ours best ms": bests["ours"], "torch best ms": bests["torch"],
+        "torch / ours (best)": bests["torch"] / bests["ours"],
+    })
+
+
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape_i", [0, 1])
-def test_relu_dropout(full, report, shape_i, dtype, backward):
-    shapes = FULL_SHAPES if full else SMOKE_SHAPES
-    shape = shapes[shape_i]
+def test_relu_dropout(full, device, report, shape_i, dtype, backward):
+    if device != "cuda":
+        pytest.skip("GPU rows: CUDA-event timing needs a CUDA device (test_relu_dropout_cpu is the CPU table)")
+    shape = (GPU_SHAPES if full else SMOKE_SHAPES)[shape_i]
     x, g = inputs(shape, dtype, "cuda", backward)
+    check_same_work(x, g, backward)
     row = {"shape": "x".join(map(str, shape)), "dtype": str(dtype).replace("torch.", ""),
            "pass": "fwd+bwd" if backward else "fwd"}
     impls = {"ours": ours, "eager": eager}

@@ -414,7 +414,7 @@ def triton_sass(specs):
                 src = ASTSource(fn=fn, signature=sig, attrs=attrs,
                                 constexprs={(names.index(k),): v for k, v in consts.items()})
                 k = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                                   options={"num_warps": triton_aot.rd._WARPS_GPU})
+                                   options={"num_warps": triton_aot.cfg.WARPS_GPU})
                 path = os.path.join(tmp, f"{name}.cubin")
                 with open(path, "wb") as f:
                     f.write(k.asm["cubin"])

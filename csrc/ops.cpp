@@ -33,4 +33,10 @@ TORCH_LIBRARY(alexnet_kernels, m) {
   m.def(
       "conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor? output, int[2] stride, int[2] padding, "
       "bool relu, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Fused ReLU + dropout, and ReLU (alexnet_kernels/relu_dropout.py). seed: a CPU int64[2], the
+  // Philox [key, counter base], read on the host. Outputs are contiguous; backward reads only y.
+  m.def("relu_dropout_fwd(Tensor x, Tensor seed, float p) -> Tensor");
+  m.def("relu_dropout_bwd(Tensor grad, Tensor y, float p) -> Tensor");
+  m.def("relu_fwd(Tensor x) -> Tensor");
+  m.def("relu_bwd(Tensor grad, Tensor y) -> Tensor");
 }

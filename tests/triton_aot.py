@@ -1,4 +1,4 @@
-"""Compiles the Triton kernels of alexnet_kernels/relu_dropout.py for sm_90 without a GPU (Triton
+"""Compiles the Triton kernels of alexnet_kernels/_relu_dropout_triton.py for sm_90 without a GPU (Triton
 ships its own ptxas) and prints, as JSON, what each compiled kernel does with memory: the global
 load and store instructions of its PTX and its shared memory. Run by tests/test_relu_dropout.py
 in a subprocess, since the kernels must be decorated with the interpreter off.
@@ -21,17 +21,18 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-rd = importlib.import_module("alexnet_kernels.relu_dropout")  # the module, not the function of that name
+rd = importlib.import_module("alexnet_kernels._relu_dropout_triton")
+cfg = importlib.import_module("alexnet_kernels._relu_dropout_config")
 
 
 def kernels(ty: str):
     ptr = "*" + ty
-    consts = {"BLOCK": rd._BLOCK_GPU, "SOFT_BF16": False}
+    consts = {"BLOCK": cfg.BLOCK_GPU, "SOFT_BF16": False}
     yield rd._relu_dropout_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, key="i64", base="i64", n_elements="i64",
                                             threshold="i64", scale="fp32", BLOCK="constexpr",
                                             SOFT_BF16="constexpr"), consts
     yield rd._relu_fwd_kernel, dict(x_ptr=ptr, y_ptr=ptr, n_elements="i64", BLOCK="constexpr"), \
-        {"BLOCK": rd._BLOCK_GPU}
+        {"BLOCK": cfg.BLOCK_GPU}
     yield rd._relu_bwd_kernel, dict(g_ptr=ptr, y_ptr=ptr, dx_ptr=ptr, n_elements="i64", scale="fp32",
                                     BLOCK="constexpr", SOFT_BF16="constexpr"), consts
 
@@ -45,7 +46,7 @@ def main() -> None:
                      for a, t in sig.items() if t.startswith("*") or a == "n_elements"}
             src = ASTSource(fn=fn, signature=sig, attrs=attrs,
                             constexprs={(names.index(k),): v for k, v in consts.items()})
-            k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": rd._WARPS_GPU})
+            k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": cfg.WARPS_GPU})
             ptx = k.asm["ptx"]
             report.append(dict(kernel=fn.fn.__name__, dtype=ty, shared=k.metadata.shared,
                                loads=sorted(set(re.findall(r"ld\.global[.\w]*", ptx))),
