@@ -104,3 +104,18 @@ def matmul_peak_tflops(dtype: torch.dtype) -> float:
             torch.set_float32_matmul_precision(saved)
         _PEAK[dtype] = 2 * 8192**3 / (ms * 1e-3) / 1e12
     return _PEAK[dtype]
+
+
+def interleaved_ms(fns, warmup: int = 2, rounds: int = 7) -> list:
+    """Median wall time in ms of each of fns on the CPU, timed in turns (one call of each per
+    round), so that a load shared with other processes weighs on all of them alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for t, fn in zip(times, fns):
+            t0 = time.perf_counter()
+            fn()
+            t.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
