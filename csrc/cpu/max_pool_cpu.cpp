@@ -186,31 +186,39 @@ struct MaxPoolCpu {
     const int J = (g.W + g.pW + 1) / 2;   // column pairs of the padded row
     const int P = std::max(J, g.OW) + 2;  // padded output row: entry j + 1 is ow = j
     at::parallel_for(0, a.N * a.C, grain(int64_t(g.H) * g.W), [&](int64_t begin, int64_t end) {
-      // The plane's index and gradient, each output row padded with "no output" (-1, 0) on
-      // both sides, plus one row of nothing for absent slots.
-      std::vector<int32_t> idx(int64_t(g.OH + 1) * P, -1);
-      std::vector<acc_t> gr(int64_t(g.OH + 1) * P, acc_t(0));
+      // Two output rows of index and gradient, padded with "no output" (-1, 0) on both sides,
+      // in slots by the row's parity (an input row needs at most two consecutive output rows),
+      // and a third row of nothing for absent slots.
+      std::vector<int32_t> idx(3 * int64_t(P), -1);
+      std::vector<acc_t> gr(3 * int64_t(P), acc_t(0));
       std::vector<acc_t> even(J), odd(J);
       for (int64_t p = begin; p < end; ++p) {
         const int64_t n = p / a.C, c = p % a.C;
         const uint8_t* ip = a.index + n * a.is.n + c * a.is.c;
         const T* gp = a.grad + n * a.gs.n + c * a.gs.c;
-        const int OW = g.OW;
-        for (int oh = 0; oh < g.OH; ++oh) {
-          int32_t* __restrict__ ir = idx.data() + int64_t(oh) * P + 1;
-          acc_t* __restrict__ grr = gr.data() + int64_t(oh) * P + 1;
-          const uint8_t* __restrict__ is = ip + oh * a.is.h;
-          const T* __restrict__ gs = gp + oh * a.gs.h;
-          for (int ow = 0; ow < OW; ++ow) {  // (dense: unit strides along the row)
-            ir[ow] = is[ow];
-            grr[ow] = static_cast<acc_t>(gs[ow]);
+        int tag[2] = {-1, -1};  // the output row in each slot
+        auto slot = [&](int oh) -> int64_t {
+          if (oh < 0) return 2 * int64_t(P);
+          const int s = oh & 1;
+          if (tag[s] != oh) {
+            int32_t* __restrict__ ir = idx.data() + s * int64_t(P) + 1;
+            acc_t* __restrict__ grr = gr.data() + s * int64_t(P) + 1;
+            const uint8_t* __restrict__ is = ip + oh * a.is.h;
+            const T* __restrict__ gs = gp + oh * a.gs.h;
+            const int OW = g.OW;
+            for (int ow = 0; ow < OW; ++ow) {  // (dense: unit strides along the row)
+              ir[ow] = is[ow];
+              grr[ow] = static_cast<acc_t>(gs[ow]);
+            }
+            tag[s] = oh;
           }
-        }
+          return s * int64_t(P);
+        };
         T* dx = a.dx + n * a.ds.n + c * a.ds.c;
         for (int h = 0; h < g.H; ++h) {
           int oh[2], kh[2];
           pool3x3s2_rows(h + g.pH, g.OH, oh, kh);
-          const int64_t r0 = int64_t(oh[0] < 0 ? g.OH : oh[0]) * P, r1 = int64_t(oh[1] < 0 ? g.OH : oh[1]) * P;
+          const int64_t r0 = slot(oh[0]), r1 = slot(oh[1]);
           const int32_t* __restrict__ i0 = idx.data() + r0;
           const int32_t* __restrict__ i1 = idx.data() + r1;
           const acc_t* __restrict__ g0 = gr.data() + r0;

@@ -32,7 +32,8 @@ constexpr int kLrnMinSegment = 32;  // channels: shorter segments re-read more t
 
 constexpr int kLrnForward = -1;  // PASS of the element kernel: forward, else backward's SIZE (0: any)
 
-// (fp64 keeps twice the registers per value: it gets two blocks, not the fp32 residency.)
+// (fp64 keeps twice the registers per value, and 64-bit offsets more: those variants, off the
+// AlexNet path, get fewer blocks rather than spill.)
 template <int SIZE, bool kFast, typename T, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kLrnThreads, sizeof(acc_t) == 8 ? 2 : kLrnResidentForward / kLrnThreads)
     lrn_forward_columns(LrnArgs<T> a, LrnCoef<acc_t> k,
@@ -50,7 +51,9 @@ __global__ void __launch_bounds__(kLrnThreads, sizeof(acc_t) == 8 ? 2 : kLrnResi
 }
 
 template <int SIZE, bool kFast, typename T, typename acc_t, typename index_t>
-__global__ void __launch_bounds__(kLrnThreads, sizeof(acc_t) == 8 ? 2 : kLrnResidentBackward / kLrnThreads)
+__global__ void __launch_bounds__(kLrnThreads, sizeof(acc_t) == 8 ? 2
+                                                : sizeof(index_t) == 8 ? 3
+                                                                       : kLrnResidentBackward / kLrnThreads)
     lrn_backward_columns(LrnArgs<T> a, LrnCoef<acc_t> k, DivmodFor<index_t> by_s, index_t segment) {
   index_t i;
   if (!grid_thread(a.N * a.S, i)) return;

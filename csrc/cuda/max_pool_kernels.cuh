@@ -31,7 +31,7 @@ namespace alexnet_kernels {
 constexpr int kPoolThreads = 256;
 constexpr int kPoolRows = 4;  // forward 3x3/2: outputs whose taps a thread loads at once
 constexpr int kPoolMinSegment = 4;  // forward 3x3/2: output rows a thread walks, at least
-constexpr int kPoolRun = 4;              // backward 3x3/2: inputs per thread along a row
+constexpr int kPoolRun = 8;              // backward 3x3/2: inputs per thread along a row
 
 enum class PoolLayout { kNchw, kNhwc };
 
