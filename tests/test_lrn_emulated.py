@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import alexnet_kernels as ak
 from cuda_emu import build
-from helpers import rel_err
+from helpers import poison, rel_err
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 8e-3}
 # Emulated against the CPU kernel: the same element functions, in the same order.
@@ -52,10 +52,12 @@ def check(emu, x, size, params, kernel, backward, force_64bit, segments, dtype):
         x64 = x.detach().double().requires_grad_()
         F.local_response_norm(x64, size, alpha, beta, k).backward(g.double())
         ref = x64.grad
+        poison("cpu", 1 << 20)  # (outputs a kernel forgets to write then show up as NaN)
         out = emu.backward(g, x, size, alpha, beta, k, force_64bit, segments)
         cpu = torch.ops.alexnet_kernels.lrn_backward(g, x, size, alpha, beta, k)
     else:
         ref = F.local_response_norm(x.double(), size, alpha, beta, k)
+        poison("cpu", 1 << 20)
         out = emu.forward(x, size, alpha, beta, k, force_64bit, segments)
         cpu = ak.lrn(x, size, alpha, beta, k)
     launches = emu.launches()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import alexnet_kernels  # noqa: F401  (the CPU kernels the emulated ones are compared with)
 from cuda_emu import build
+from helpers import poison
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,7 @@ def run(emu, x, case, name, force_64bit=False, segments=0, kind="randn"):
     ref.backward(g)
     args = ([k, k] if isinstance(k, int) else list(k), [s, s] if isinstance(s, int) else list(s),
             [p, p] if isinstance(p, int) else list(p), [d, d] if isinstance(d, int) else list(d), c)
+    poison("cpu", 1 << 20)  # (outputs a kernel forgets to write then show up as NaN)
     y, index = emu.forward(xl, *args, True, force_64bit, segments)
     y_cpu, index_cpu = torch.ops.alexnet_kernels.max_pool2d(xl, *args, True)
     torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True, msg=name)
@@ -71,6 +73,7 @@ def run(emu, x, case, name, force_64bit=False, segments=0, kind="randn"):
     torch.testing.assert_close(y2, ref, rtol=0, atol=0, equal_nan=True, msg=name)
     cl = name == "channels_last"
     gl = layout(g, name)
+    poison("cpu", 1 << 20)
     dx = emu.backward(gl, index, None, list(x.shape), *args, cl, force_64bit)
     torch.testing.assert_close(dx, ref_x.grad, rtol=0, atol=0, msg=name)
     dx_cpu = torch.ops.alexnet_kernels.max_pool2d_backward(gl, index, None, list(x.shape), *args, cl)
