@@ -99,32 +99,9 @@ struct PlanOptions {
   int segments = 0;
 };
 
-// One past the largest element offset of a tensor-like t (sizes() and strides(), none negative),
-// or 0 when it is empty: what a 32-bit offset into it must cover.
-template <typename Tensor>
-inline int64_t offset_extent(const Tensor& t) {
-  int64_t last = 0;
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (t.size(d) == 0) return 0;
-    last += (t.size(d) - 1) * t.stride(d);
-  }
-  return last + 1;
-}
-
 // The divider matching an index type: FastDivmod32 for 32-bit indices, Divmod64 otherwise.
 template <typename index_t>
 using DivmodFor = std::conditional_t<sizeof(index_t) == 4, FastDivmod32, Divmod64>;
-
-// a^b on the GPU in fp32 as exp2(b * log2(a)) on the special-function unit (__powf: the
-// accurate powf is ~40 instructions). a > 0 wherever the kernels call it (k + a sum of squares).
-AK_HD float ak_pow(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __powf(a, b);
-#else
-  return powf(a, b);
-#endif
-}
-AK_HD double ak_pow(double a, double b) { return pow(a, b); }
 
 // log2, exp2 and 1/a for the GPU's fp32 path, one MUFU operation each (lg2.approx, ex2.approx,
 // rcp.approx: relative error about 2^-22), so that powers cost no pow and no division. kFast

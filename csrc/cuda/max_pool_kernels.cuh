@@ -14,7 +14,7 @@
 //     index bytes and gradients of the <= 2 x (kPoolRun/2 + 1) outputs covering them, found
 //     with shifts.
 // Everything else (other windows, padding in forward, strided tensors, the recomputing
-// backward) takes the general kernels: one thread per output (forward) or input (backward)
+// backward, a gradient or index not dense in dx's layout) takes the general kernels: one thread per output (forward) or input (backward)
 // element in the tensor's memory order.
 //
 // Offsets inside a plane (NCHW) or an image (channels_last) are index_t, 32-bit where they and
@@ -29,9 +29,9 @@
 namespace alexnet_kernels {
 
 constexpr int kPoolThreads = 256;
-constexpr int kPoolRows = 4;  // forward 3x3/2: outputs whose taps a thread loads at once
+constexpr int kPoolRows = 4;        // forward 3x3/2: outputs whose taps a thread loads at once
 constexpr int kPoolMinSegment = 4;  // forward 3x3/2: output rows a thread walks, at least
-constexpr int kPoolRun = 8;              // backward 3x3/2: inputs per thread along a row
+constexpr int kPoolRun = 8;         // backward 3x3/2: inputs per thread along a row
 
 enum class PoolLayout { kNchw, kNhwc };
 
