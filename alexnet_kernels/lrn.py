@@ -1,8 +1,9 @@
 """Local response normalization (AlexNet section 3.3) as the custom op alexnet_kernels::lrn.
 
-Kernels: csrc/cpu/lrn_cpu.cpp and csrc/cuda/lrn_cuda.cu, both running the element functions of
-csrc/lrn.h (the math, the tiling and the memory floor are written down there). This file holds
-the Python entry point, the fake (meta) kernels for torch.compile, and autograd.
+Kernels: csrc/cpu/lrn_cpu.cpp and csrc/cuda/lrn_kernels.cuh, both on the element math of
+csrc/lrn.h, behind the checks and layout rules of csrc/lrn_host.h; their tiling, floor and
+costs are in docs/lrn.md. This file holds the Python entry point, the fake (meta) kernels for
+torch.compile, and autograd.
 
 Backward saves only x, the op's input: the denominator is recomputed from it rather than stored.
 In AlexNet x is the preceding ReLU's output, which autograd keeps anyway, so LRN adds no saved
@@ -33,7 +34,7 @@ def lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
 
 
 def _check(x: torch.Tensor, size: int) -> None:
-    # The C++ kernels check the same (csrc/lrn.h, lrn_check); this copy serves the fake kernels,
+    # The C++ kernels check the same (csrc/lrn_host.h, lrn_check); this copy serves the fake kernels,
     # so that a bad call fails the same way while tracing.
     if x.dim() < 3:
         raise ValueError(f"lrn: x must have 3 or more dims (N, C, ...), got shape {list(x.shape)}")
@@ -44,7 +45,7 @@ def _check(x: torch.Tensor, size: int) -> None:
 
 
 def _out_format(x: torch.Tensor) -> torch.memory_format:
-    # Mirrors lrn_out_format in csrc/lrn.h.
+    # Mirrors lrn_out_format in csrc/lrn_host.h.
     if x.is_contiguous():
         return torch.contiguous_format
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):

@@ -1,9 +1,10 @@
 """2-D max pooling (AlexNet's overlapping 3x3/2 pool among others) as the custom op
 alexnet_kernels::max_pool2d.
 
-Kernels: csrc/cpu/max_pool_cpu.cpp and csrc/cuda/max_pool_cuda.cu, both running the element
-functions of csrc/max_pool.h (tie rules, tiling and memory floor are written down there). This
-file holds the Python entry point, the fake (meta) kernels for torch.compile, and autograd.
+Kernels: csrc/cpu/max_pool_cpu.cpp and csrc/cuda/max_pool_kernels.cuh, both on the window
+functions and tie rules of csrc/max_pool.h, behind the checks and shape rules of
+csrc/max_pool_host.h; their tiling, floor and costs are in docs/max_pool.md. This file holds
+the Python entry point, the fake (meta) kernels for torch.compile, and autograd.
 
 Backward needs no int64 index tensor (torch's costs 8 bytes per output): when x requires grad,
 forward also writes one uint8 per output, the winner's position inside its window, and that is
@@ -59,7 +60,7 @@ def max_pool2d(
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    # torch's pooling_output_shape; mirrors pool_out_size in csrc/max_pool.h.
+    # torch's pooling_output_shape; mirrors pool_out_size in csrc/max_pool_host.h.
     out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (out - 1) * s >= size + p:
         out -= 1
@@ -67,7 +68,7 @@ def _out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int
 
 
 def _check(x, kernel_size, stride, padding, dilation, ceil_mode):
-    """Output (OH, OW); raises what the C++ kernels raise (pool_geom in csrc/max_pool.h)."""
+    """Output (OH, OW); raises what the C++ kernels raise (pool_geom in csrc/max_pool_host.h)."""
     if x.dim() != 4:
         raise ValueError(f"max_pool2d: x must be 4-D (N, C, H, W), got shape {list(x.shape)}")
     if not x.is_floating_point():
@@ -98,7 +99,7 @@ def _check(x, kernel_size, stride, padding, dilation, ceil_mode):
 
 
 def _channels_last(x: torch.Tensor) -> bool:
-    # Mirrors pool_channels_last in csrc/max_pool.h.
+    # Mirrors pool_channels_last in csrc/max_pool_host.h.
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 

@@ -1,9 +1,12 @@
 """Modules over the package's ops, drop-in for their torch.nn namesakes."""
+import math
+import numbers
+
 import torch
 
 from .conv import conv2d
 from .lrn import lrn
-from .max_pool import max_pool2d
+from .max_pool import _pair, max_pool2d
 from .relu_dropout import _check_p, relu, relu_dropout
 
 __all__ = ["Conv2d", "LocalResponseNorm", "MaxPool2d", "ReLU", "ReLUDropout"]
@@ -39,12 +42,28 @@ class Conv2d(torch.nn.Conv2d):
         return super().extra_repr() + (", relu=True" if self.relu else "")
 
 
+def _number(value, name: str, module: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{module}: {name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{module}: {name} must be finite, got {value!r}")
+    return float(value)
+
+
 class LocalResponseNorm(torch.nn.Module):
-    """torch.nn.LocalResponseNorm on alexnet_kernels.lrn (same arguments, same results)."""
+    """torch.nn.LocalResponseNorm on alexnet_kernels.lrn (same arguments, same results); bad
+    arguments raise here, at construction."""
 
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"LocalResponseNorm: size must be an int, got {size!r}")
+        if size <= 0:
+            raise ValueError(f"LocalResponseNorm: size must be positive, got {size}")
+        self.size = size
+        self.alpha = _number(alpha, "alpha", "LocalResponseNorm")
+        self.beta = _number(beta, "beta", "LocalResponseNorm")
+        self.k = _number(k, "k", "LocalResponseNorm")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return lrn(x, self.size, self.alpha, self.beta, self.k)
@@ -54,7 +73,8 @@ class LocalResponseNorm(torch.nn.Module):
 
 
 class MaxPool2d(torch.nn.Module):
-    """torch.nn.MaxPool2d on alexnet_kernels.max_pool2d (same arguments, same results).
+    """torch.nn.MaxPool2d on alexnet_kernels.max_pool2d (same arguments, same results); bad
+    arguments raise here, at construction.
 
     return_indices is not supported: the op keeps a one-byte window position for its own
     backward, not torch's int64 flat indices.
@@ -64,6 +84,23 @@ class MaxPool2d(torch.nn.Module):
         super().__init__()
         if return_indices:
             raise ValueError("MaxPool2d: return_indices=True is not supported (use torch.nn.MaxPool2d)")
+        k = _pair(kernel_size, "kernel_size", "MaxPool2d")
+        s = k if stride is None else _pair(stride, "stride", "MaxPool2d")
+        p = _pair(padding, "padding", "MaxPool2d")
+        d = _pair(dilation, "dilation", "MaxPool2d")
+        if min(k) <= 0:
+            raise ValueError(f"MaxPool2d: kernel_size must be positive, got {kernel_size!r}")
+        if min(s) <= 0:
+            raise ValueError(f"MaxPool2d: stride must be positive, got {stride!r}")
+        if min(d) <= 0:
+            raise ValueError(f"MaxPool2d: dilation must be positive, got {dilation!r}")
+        if min(p) < 0 or p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise ValueError(
+                f"MaxPool2d: padding must be non-negative and at most half of kernel_size, got padding {padding!r} "
+                f"for kernel_size {kernel_size!r}"
+            )
+        if not isinstance(ceil_mode, bool):
+            raise TypeError(f"MaxPool2d: ceil_mode must be a bool, got {ceil_mode!r}")
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode

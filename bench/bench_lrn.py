@@ -1,18 +1,23 @@
 """LRN: alexnet_kernels.lrn beside torch's local_response_norm (eager and torch.compile).
 
-Floor: forward reads x and writes y (2 N elements); forward + backward adds reading x and g and
-writing dx (5 N in all). Targets on the H100 at [128, 96, 55, 55] fp32 (issue 2): forward >= 10x
-torch and within 1.5x of the floor; forward + backward >= 8x torch with extra peak memory at most
-2x the input.
+On a GPU (--benchmark: batch 128, fp32 and bf16): ours, torch eager and torch.compile, the
+memory floor (forward reads x and writes y, 2 N elements; forward + backward also reads x and g
+and writes dx, 5 N in all) and the extra peak memory. Targets on the H100 at [128, 96, 55, 55]
+fp32: forward >= 10x torch and within 1.5x of the floor; forward + backward >= 8x torch with
+extra peak memory at most 2x the input.
+
+On the CPU (--benchmark: batch cpu_batch, fp32): ours beside torch's op, timed in turns in the
+same process; the thread count is in the table's header.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
 import alexnet_kernels as ak
-from timing import floor_ms, median_ms, peak_extra_mib, step
+from timing import floor_ms, interleaved_ms, median_ms, peak_extra_mib, step
 
-FULL_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
+GPU_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
+CPU_SHAPES = [(96, 55, 55), (256, 27, 27)]  # after the batch
 SMOKE_SHAPES = [(2, 8, 9, 9)]
 ARGS = (5, 1e-4, 0.75, 2.0)  # the paper's constants
 
@@ -25,17 +30,22 @@ def ours(x):
     return ak.lrn(x, *ARGS)
 
 
+def shapes(full, device, cpu_batch):
+    if not full:
+        return SMOKE_SHAPES
+    return GPU_SHAPES if device == "cuda" else [(cpu_batch, *s) for s in CPU_SHAPES]
+
+
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape_i", [0, 1])
-def test_lrn(full, report, shape_i, dtype, backward):
-    shapes = FULL_SHAPES if full else SMOKE_SHAPES
-    if shape_i >= len(shapes):
+def test_lrn(full, device, cpu_batch, report, shape_i, dtype, backward):
+    all_shapes = shapes(full, device, cpu_batch)
+    if shape_i >= len(all_shapes):
         pytest.skip("smoke run: one shape")
-    shape = shapes[shape_i]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and dtype == torch.bfloat16:
-        pytest.skip("torch's CPU local_response_norm has no bfloat16 kernel (avg_pool3d)")
+        pytest.skip("the CPU table is fp32 (torch's CPU local_response_norm has no bfloat16 kernel)")
+    shape = all_shapes[shape_i]
     x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(backward)
     g = torch.randn(shape, device=device, dtype=dtype)
     # The same work must give the same answer before its time means anything.
@@ -43,10 +53,14 @@ def test_lrn(full, report, shape_i, dtype, backward):
                                rtol=2e-2, atol=2e-2)
     row = {"shape": "x".join(map(str, shape)), "dtype": str(dtype).replace("torch.", ""),
            "pass": "fwd+bwd" if backward else "fwd"}
-    t_ours = median_ms(lambda: step(ours, x, g, backward))
-    t_torch = median_ms(lambda: step(torch_lrn, x, g, backward))
+    if device == "cpu":
+        t_ours, t_torch = interleaved_ms([lambda: step(ours, x, g, backward), lambda: step(torch_lrn, x, g, backward)])
+        row.update({"threads": torch.get_num_threads()})
+    else:
+        t_ours = median_ms(lambda: step(ours, x, g, backward))
+        t_torch = median_ms(lambda: step(torch_lrn, x, g, backward))
     row.update({"ours ms": t_ours, "torch ms": t_torch, "speedup": t_torch / t_ours})
-    if full:
+    if full and device == "cuda":
         compiled = torch.compile(torch_lrn)
         t_comp = median_ms(lambda: step(compiled, x, g, backward))
         nbytes = x.numel() * x.element_size() * (5 if backward else 2)
@@ -57,4 +71,4 @@ def test_lrn(full, report, shape_i, dtype, backward):
             "torch extra MiB": peak_extra_mib(lambda: step(torch_lrn, x, g, backward)),
             "input MiB": x.numel() * x.element_size() / 2**20,
         })
-    report("lrn", row)
+    report("lrn" if device == "cuda" else "lrn (CPU)", row)

@@ -1,17 +1,23 @@
 """Max pool 3x3/2: alexnet_kernels.max_pool2d beside torch's max_pool2d (eager and torch.compile).
 
-Floor: forward reads x and writes y (N + N/4 elements for 3x3/2, plus N/4 index bytes when
-training); forward + backward adds reading g and the index and writing dx. Targets on the H100 at
-[128, 96, 55, 55] fp32 (issue 2): forward >= 1.5x torch, forward + backward >= 2x torch.
+On a GPU (--benchmark: batch 128, fp32 and bf16): ours, torch eager and torch.compile, the
+memory floor (forward reads x and writes y, N + N/4 elements for 3x3/2, plus N/4 index bytes
+when training; forward + backward also reads g and the index and writes dx) and the extra peak
+memory. Targets on the H100 at [128, 96, 55, 55] fp32: forward >= 1.5x torch, forward +
+backward >= 2x torch.
+
+On the CPU (--benchmark: batch cpu_batch, fp32): ours beside torch's op, timed in turns in the
+same process; the thread count is in the table's header.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
 import alexnet_kernels as ak
-from timing import floor_ms, median_ms, peak_extra_mib, step
+from timing import floor_ms, interleaved_ms, median_ms, peak_extra_mib, step
 
-FULL_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
+GPU_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
+CPU_SHAPES = [(96, 55, 55), (256, 27, 27)]  # after the batch
 SMOKE_SHAPES = [(2, 8, 13, 13)]
 
 
@@ -21,6 +27,12 @@ def torch_pool(x):
 
 def ours(x):
     return ak.max_pool2d(x, 3, 2)
+
+
+def shapes(full, device, cpu_batch):
+    if not full:
+        return SMOKE_SHAPES
+    return GPU_SHAPES if device == "cuda" else [(cpu_batch, *s) for s in CPU_SHAPES]
 
 
 def floor_bytes(x, y, backward):
@@ -34,12 +46,13 @@ def floor_bytes(x, y, backward):
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape_i", [0, 1])
-def test_max_pool(full, report, shape_i, dtype, backward):
-    shapes = FULL_SHAPES if full else SMOKE_SHAPES
-    if shape_i >= len(shapes):
+def test_max_pool(full, device, cpu_batch, report, shape_i, dtype, backward):
+    all_shapes = shapes(full, device, cpu_batch)
+    if shape_i >= len(all_shapes):
         pytest.skip("smoke run: one shape")
-    shape = shapes[shape_i]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if full and device == "cpu" and dtype == torch.bfloat16:
+        pytest.skip("the CPU table is fp32")
+    shape = all_shapes[shape_i]
     x = torch.randn(shape, device=device, dtype=dtype).requires_grad_(backward)
     with torch.no_grad():
         y = torch_pool(x)
@@ -47,10 +60,14 @@ def test_max_pool(full, report, shape_i, dtype, backward):
     torch.testing.assert_close(step(ours, x, g, backward), step(torch_pool, x, g, backward), rtol=1e-2, atol=1e-2)
     row = {"shape": "x".join(map(str, shape)), "dtype": str(dtype).replace("torch.", ""),
            "pass": "fwd+bwd" if backward else "fwd"}
-    t_ours = median_ms(lambda: step(ours, x, g, backward))
-    t_torch = median_ms(lambda: step(torch_pool, x, g, backward))
+    if device == "cpu":
+        t_ours, t_torch = interleaved_ms([lambda: step(ours, x, g, backward), lambda: step(torch_pool, x, g, backward)])
+        row.update({"threads": torch.get_num_threads()})
+    else:
+        t_ours = median_ms(lambda: step(ours, x, g, backward))
+        t_torch = median_ms(lambda: step(torch_pool, x, g, backward))
     row.update({"ours ms": t_ours, "torch ms": t_torch, "speedup": t_torch / t_ours})
-    if full:
+    if full and device == "cuda":
         compiled = torch.compile(torch_pool)
         t_comp = median_ms(lambda: step(compiled, x, g, backward))
         nbytes = floor_bytes(x, y, backward)
@@ -60,4 +77,4 @@ def test_max_pool(full, report, shape_i, dtype, backward):
             "ours extra MiB": peak_extra_mib(lambda: step(ours, x, g, backward)),
             "torch extra MiB": peak_extra_mib(lambda: step(torch_pool, x, g, backward)),
         })
-    report("max_pool2d 3x3/2", row)
+    report("max_pool2d 3x3/2" if device == "cuda" else "max_pool2d 3x3/2 (CPU)", row)

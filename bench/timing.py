@@ -113,6 +113,21 @@ def matmul_peak_tflops(dtype: torch.dtype) -> float:
     return _PEAK[dtype]
 
 
+def interleaved_ms(fns, warmup: int = 2, rounds: int = 7) -> list:
+    """Median wall time in ms of each of fns on the CPU, timed in turns (one call of each per
+    round), so that a load shared with other processes weighs on all of them alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for t, fn in zip(times, fns):
+            t0 = time.perf_counter()
+            fn()
+            t.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
 if __name__ == "__main__":
     # The ceilings of this GPU as shell assignments (bench/gpu_check.sh measures them once per
     # call and exports them to every benchmark of the call).

@@ -1,14 +1,15 @@
-// Pieces shared by the CPU and CUDA kernels.
+// Pieces shared by the CPU and CUDA kernels (host and device code, no ATen): index arithmetic,
+// the strided-tensor type, the 32/64-bit index choice, and math helpers whose GPU form differs.
 //
-// The per-element kernel bodies of each op live in a header of their own (lrn.h, max_pool.h) as
-// host+device functions: the CPU kernel runs them in a parallel loop, the CUDA kernel in a
-// grid-stride loop. So the CPU tests, which run everywhere, exercise the same arithmetic, index
-// decomposition and tie rules the GPU runs.
+// Each op keeps its element math in a header of its own (lrn.h, max_pool.h) as host+device
+// functions: the CPU kernels and the CUDA kernels (csrc/cuda/*.cuh) call the same functions, so
+// the CPU tests, which run everywhere, exercise the arithmetic and tie rules the GPU runs.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include <c10/util/Exception.h>
 
@@ -66,26 +67,99 @@ struct Divmod64 {
   }
 };
 
-// Strides of a 4-D tensor, in elements; at() is the offset of element (a, b, c, d).
+// Strides of a 4-D tensor, in elements; at() is the offset of element (a, b, c, d). 3-D views
+// ([N, C, S]) leave h at 0 and put the merged spatial stride in w.
 struct Strides4 {
   int64_t n, c, h, w;
   AK_HD int64_t at(int64_t a, int64_t b, int64_t c_, int64_t d) const { return a * n + b * c + c_ * h + d * w; }
 };
 
-// Flat indices below this use 32-bit index math; the kernels are templated on both.
+// Flat indices and offsets below this use 32-bit arithmetic; the kernels are templated on both.
 constexpr int64_t kInt32Limit = int64_t(1) << 31;
 
-// On the GPU, fp32 pow as exp2(b * log2(a)) on the special-function unit: the accurate powf is
-// ~40 instructions, a cost LRN backward pays `size` times per element. a > 0 here (k + a sum of
-// squares), where __powf's error is a few ulp.
-AK_HD float ak_pow(float a, float b) {
+// The one place that turns "do all indices of this launch fit 32 bits?" into a type: calls
+// f(int32_t{}) when every index the launch computes is below 2^31 (extent: the largest of them,
+// plus one) and force64 is off, else f(int64_t{}). force64 lets the tests run the 64-bit
+// variants at small sizes.
+template <typename F>
+inline void dispatch_index(int64_t extent, bool force64, F&& f) {
+  if (!force64 && extent <= kInt32Limit) {
+    f(int32_t{});
+  } else {
+    f(int64_t{});
+  }
+}
+
+// Test hooks of the host planning (the defaults are what the ops use): the 64-bit index
+// variants at any size, and a fixed number of segments for the kernels that walk a line of
+// elements (LRN's channel columns, the 3x3/2 pool's output columns; 0: planned from the
+// device's size).
+struct PlanOptions {
+  bool force_64bit = false;
+  int segments = 0;
+};
+
+// The divider matching an index type: FastDivmod32 for 32-bit indices, Divmod64 otherwise.
+template <typename index_t>
+using DivmodFor = std::conditional_t<sizeof(index_t) == 4, FastDivmod32, Divmod64>;
+
+// log2, exp2 and 1/a for the GPU's fp32 path, one MUFU operation each (lg2.approx, ex2.approx,
+// rcp.approx: relative error about 2^-22), so that powers cost no pow and no division. kFast
+// takes the .ftz forms, which flush subnormal inputs and results to zero: the caller proves
+// they cannot occur; the others add about three instructions each to handle them. The host
+// forms are the accurate libm ones.
+template <bool kFast = false>
+AK_HD float ak_log2(float a) {
 #ifdef __CUDA_ARCH__
-  return __powf(a, b);
+  float r;
+  if constexpr (kFast) {
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
+  } else {
+    asm("lg2.approx.f32 %0, %1;" : "=f"(r) : "f"(a));
+  }
+  return r;
 #else
-  return powf(a, b);
+  return log2f(a);
 #endif
 }
-AK_HD double ak_pow(double a, double b) { return pow(a, b); }
+template <bool kFast = false>
+AK_HD float ak_exp2(float a) {
+#ifdef __CUDA_ARCH__
+  float r;
+  if constexpr (kFast) {
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
+  } else {
+    asm("ex2.approx.f32 %0, %1;" : "=f"(r) : "f"(a));
+  }
+  return r;
+#else
+  return exp2f(a);
+#endif
+}
+// 1/a, flushing a subnormal result to zero on the GPU.
+AK_HD float ak_rcp_ftz(float a) {
+#ifdef __CUDA_ARCH__
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
+  return r;
+#else
+  return 1.0f / a;
+#endif
+}
+
+// A pointer computed once (a plane's base: a 64-bit multiply-add) and then offset many times:
+// on the GPU the empty asm keeps it in a register, so that each access is one IMAD.WIDE from
+// it, where the compiler would otherwise fold base + (64-bit offset + 32-bit offset) anew at
+// every access (about six instructions each). Elsewhere it is the identity.
+template <typename P>
+AK_HD P ak_pin(P p) {
+#ifdef __CUDA_ARCH__
+  asm("" : "+l"(p));
+  __builtin_assume(__isGlobal(p));  // (still global memory: LDG/STG, not generic accesses)
+#endif
+  return p;
+}
+
 // x != x is NaN, independent of fast-math flags on isnan.
 template <typename T>
 AK_HD bool ak_isnan(T v) { return v != v; }

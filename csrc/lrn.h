@@ -1,438 +1,330 @@
 // Cross-channel local response normalization (AlexNet section 3.3), the semantics of
-// torch.nn.functional.local_response_norm:
+// torch.nn.functional.local_response_norm, as host+device functions shared by the CPU kernels
+// (csrc/cpu/lrn_cpu.cpp) and the CUDA kernels (csrc/cuda/lrn_kernels.cuh):
 //
-//   d[c] = k + alpha * (1/size) * sum_{q = c - size/2}^{c + (size-1)/2} x[q]^2   (zero outside [0, C))
-//   y[c] = x[c] / d[c]^beta
+//   d[c] = k + (alpha / size) * sum_{q = c - size/2}^{c + (size-1)/2} x[q]^2   (zero outside [0, C))
+//   y[c] = x[c] * d[c]^(-beta)
 //
 // Backward, with W(i) the window of output i and t[i] = g[i] * x[i] * d[i]^(-beta-1):
 //
 //   dx[j] = g[j] * d[j]^(-beta) - (2 * alpha * beta / size) * x[j] * sum_{i : j in W(i)} t[i]
 //
-// Only x is saved for backward; d is recomputed from it (cheaper than storing it: the window
-// reads hit L1/L2, and HBM traffic is what bounds this op).
+// Only x is saved for backward; d is recomputed from it. No division anywhere: alpha / size and
+// the backward's scale are folded on the host, and the two powers of d come from one logarithm
+// (lrn_powers). The data layout, the tiling and the floor are in docs/lrn.md.
 //
-// Tiling. Size 5 (AlexNet's) on NCHW: one thread per (n, s) column, walking the C channels with
-// the window in registers (shift registers of x, and in backward of g, t and d^-beta), so each
-// element of x (and g) is loaded once, kLrnPrefetch channels ahead; neighbouring threads take
-// neighbouring s, so every load is coalesced. Other sizes and layouts: one thread per output element, flat index taken in the
-// output's memory order ((n, c, s) with s fastest for NCHW, (n, s, c) with c fastest for
-// channels_last, where the window's taps share cache lines). The column and element paths
-// compute the same expressions in the same order (up to the compiler's choice of FMAs).
-//
-// Floor, [128, 96, 55, 55] fp32 (142 MiB): forward reads x and writes y, 297 MB, 0.10 ms at
-// 2.95 TB/s. Backward reads x and g and writes dx, 446 MB, 0.15 ms. Arithmetic: forward one pow
-// and `size` FMAs per element; backward, by column, one pow and about 3 * size FMAs per element
-// (by element: `size` pows and size^2 FMAs). Loads: by column, one of x (and one of g) per
-// element, from HBM; by element, the window's neighbours again, from L1/L2 (for size 5 the
-// backward element keeps its 9 inputs in registers: 14 cached loads an element, not 30). On
-// the GPU pow is __powf (2 MUFU ops, error a few ulp).
+// A column is one (n, spatial) position's C channels: a pointer to channel 0 and the channel
+// stride. The column functions walk it with the window in registers; the element functions
+// compute one output from its window alone.
 #pragma once
 
 #include "common.h"
 
 namespace alexnet_kernels {
 
-template <typename scalar_t>
-struct LrnArgs {
-  const scalar_t* x;   // [N, C, S] with strides x_s*
-  const scalar_t* g;   // backward only: grad of y, strides g_s*
-  scalar_t* out;       // y (forward) or dx (backward), strides o_s*
-  int64_t N, C, S;
-  int64_t x_sN, x_sC, x_sS;
-  int64_t g_sN, g_sC, g_sS;
-  int64_t o_sN, o_sC, o_sS;
-  bool channels_last;  // flat index order of out: (n, s, c) if true, else (n, c, s)
-  int64_t size, pre, post;
-};
-
+// The constants, in the accumulation type.
 template <typename acc_t>
 struct LrnCoef {
-  acc_t alpha, beta, k, inv_size_scale;  // inv_size_scale = 2 * alpha * beta / size
-  int64_t size;
+  acc_t alpha_n;    // alpha / size
+  acc_t k;
+  acc_t neg_beta;   // -beta
+  acc_t neg_beta1;  // -beta - 1
+  acc_t scale;      // 2 * alpha * beta / size
+  bool fast_powers;  // lrn_fast_powers: the GPU's fp32 column kernels may use the .ftz forms
 };
 
-template <typename scalar_t, typename index_t, typename Div>
-AK_HD void lrn_coords(const LrnArgs<scalar_t>& a, const Div& d_inner, const Div& d_mid, index_t i,
-                      int64_t& n, int64_t& c, int64_t& s) {
-  index_t t, inner, nn, mid;
-  d_inner.divmod(i, t, inner);
-  d_mid.divmod(t, nn, mid);
-  n = nn;
-  if (a.channels_last) {
-    c = inner;
-    s = mid;
-  } else {
-    s = inner;
-    c = mid;
-  }
+
+template <typename acc_t>
+AK_HD acc_t lrn_denominator(acc_t sumsq, const LrnCoef<acc_t>& k) {
+  return sumsq * k.alpha_n + k.k;
 }
 
-// Sum of squares over the window of channel c of one (n, s) column.
-template <typename scalar_t, typename acc_t>
-AK_HD acc_t lrn_window_sumsq(const scalar_t* col, int64_t sC, int64_t C, int64_t c, int64_t pre,
-                             int64_t post) {
-  const int64_t lo = ak_max<int64_t>(c - pre, 0);
-  const int64_t hi = ak_min<int64_t>(c + post, C - 1);
+// d^(-beta). On the GPU in fp32: exp2(-beta * log2 d), two MUFU operations. kFast: the .ftz
+// forms, valid where lrn_fast_powers holds.
+template <bool kFast = false>
+AK_HD float lrn_power(float d, const LrnCoef<float>& k) {
+#ifdef __CUDA_ARCH__
+  return ak_exp2<kFast>(k.neg_beta * ak_log2<kFast>(d));
+#else
+  return powf(d, k.neg_beta);
+#endif
+}
+template <bool kFast = false>
+AK_HD double lrn_power(double d, const LrnCoef<double>& k) {
+  return pow(d, k.neg_beta);
+}
+
+// d^(-beta) and d^(-beta-1). On the GPU in fp32 from one log2: d^(-beta-1) is exp2 of its own
+// exponent, or, with kFast, d^(-beta) * (1/d) (three MUFU operations either way). On the host the
+// second is a division, which costs a CPU less than a second pow.
+template <bool kFast = false>
+AK_HD void lrn_powers(float d, const LrnCoef<float>& k, float& dp, float& dp1) {
+#ifdef __CUDA_ARCH__
+  const float l = ak_log2<kFast>(d);
+  dp = ak_exp2<kFast>(k.neg_beta * l);
+  dp1 = kFast ? dp * ak_rcp_ftz(d) : ak_exp2<false>(k.neg_beta1 * l);
+#else
+  dp = powf(d, k.neg_beta);
+  dp1 = dp / d;
+#endif
+}
+template <bool kFast = false>
+AK_HD void lrn_powers(double d, const LrnCoef<double>& k, double& dp, double& dp1) {
+  dp = pow(d, k.neg_beta);
+  dp1 = dp / d;
+}
+
+// Whether the .ftz forms see no subnormal for any input: with k in [2^-126, 2^125] and alpha /
+// size in [0, 1/4], a finite d lies in [2^-126, 2^126) (a window's sum of squares is below
+// 2^128 unless it overflows, and then d is inf either way), so log2 d and 1/d are normal, and
+// |beta| <= 126/128 keeps d^(-beta) normal. d^(-beta-1) = d^(-beta) * (1/d) may be subnormal:
+// that product is an ordinary multiply, which keeps subnormals.
+inline bool lrn_fast_powers(double alpha_n, double beta, double k) {
+  return k >= static_cast<double>(std::numeric_limits<float>::min()) && k <= 0x1p125 && alpha_n >= 0 &&
+         alpha_n <= 0.25 && beta >= -126.0 / 128 && beta <= 126.0 / 128;
+}
+
+template <typename acc_t>
+inline LrnCoef<acc_t> lrn_coef(int64_t size, double alpha, double beta, double k) {
+  const double alpha_n = alpha / static_cast<double>(size);
+  return LrnCoef<acc_t>{static_cast<acc_t>(alpha_n),
+                        static_cast<acc_t>(k),
+                        static_cast<acc_t>(-beta),
+                        static_cast<acc_t>(-beta - 1.0),
+                        static_cast<acc_t>(2.0 * alpha * beta / static_cast<double>(size)),
+                        lrn_fast_powers(alpha_n, beta, k)};
+}
+
+// Channel q of a column, or 0 outside [0, C).
+template <typename acc_t, typename T, typename index_t>
+AK_HD acc_t lrn_load(gptr<const T> col, index_t sc, index_t C, index_t q) {
+  return (q >= 0 && q < C) ? static_cast<acc_t>(col[q * sc]) : acc_t(0);
+}
+
+// Sum of squares over channels [c - pre, c + post] of a column, clipped to [0, C).
+template <typename acc_t, typename T, typename index_t>
+AK_HD acc_t lrn_window_sumsq(gptr<const T> col, index_t sc, index_t C, index_t c, index_t pre, index_t post) {
+  const index_t lo = ak_max<index_t>(c - pre, 0), hi = ak_min<index_t>(c + post, C - 1);
   acc_t sum = 0;
-  for (int64_t q = lo; q <= hi; ++q) {
-    const acc_t v = static_cast<acc_t>(col[q * sC]);
+  for (index_t q = lo; q <= hi; ++q) {
+    const acc_t v = static_cast<acc_t>(col[q * sc]);
     sum += v * v;
   }
   return sum;
 }
 
-// The denominator before the power, in torch's order of operations: avg * alpha + k.
-template <typename acc_t>
-AK_HD acc_t lrn_denominator(acc_t sumsq, const LrnCoef<acc_t>& k) {
-  return (sumsq / static_cast<acc_t>(k.size)) * k.alpha + k.k;
+// ---------------------------------------------------------------------------------------------
+// One output element from its window (any size): the element path.
+// ---------------------------------------------------------------------------------------------
+
+template <typename acc_t, typename T, typename index_t>
+AK_HD acc_t lrn_forward_at(gptr<const T> col, index_t sc, index_t C, index_t c, index_t size,
+                           const LrnCoef<acc_t>& k) {
+  const acc_t d = lrn_denominator(lrn_window_sumsq<acc_t>(col, sc, C, c, size / 2, (size - 1) / 2), k);
+  return static_cast<acc_t>(col[c * sc]) * lrn_power(d, k);
 }
 
-template <typename scalar_t, typename acc_t, typename index_t, typename Div>
-AK_HD void lrn_forward_element(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& k,
-                               const Div& d_inner, const Div& d_mid, index_t i) {
-  int64_t n, c, s;
-  lrn_coords<scalar_t, index_t, Div>(a, d_inner, d_mid, i, n, c, s);
-  const scalar_t* col = a.x + n * a.x_sN + s * a.x_sS;
-  const acc_t d = lrn_denominator(lrn_window_sumsq<scalar_t, acc_t>(col, a.x_sC, a.C, c, a.pre, a.post), k);
-  const acc_t xc = static_cast<acc_t>(col[c * a.x_sC]);
-  a.out[n * a.o_sN + c * a.o_sC + s * a.o_sS] = static_cast<scalar_t>(xc / ak_pow(d, k.beta));
-}
-
-// Backward of one element. SIZE > 0 is the window size known at compile time (5 in AlexNet):
-// the 2*SIZE-1 inputs the element depends on are loaded once into registers and the SIZE
-// neighbouring denominators computed from them, instead of re-reading each window from cache
-// (SIZE^2 loads). SIZE == 0 is the general path for any runtime size.
-template <typename scalar_t, typename acc_t, int SIZE, typename index_t, typename Div>
-AK_HD void lrn_backward_element(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& k,
-                                const Div& d_inner, const Div& d_mid, index_t i) {
-  int64_t n, j, s;
-  lrn_coords<scalar_t, index_t, Div>(a, d_inner, d_mid, i, n, j, s);
-  const scalar_t* xcol = a.x + n * a.x_sN + s * a.x_sS;
-  const scalar_t* gcol = a.g + n * a.g_sN + s * a.g_sS;
-  acc_t acc = 0, dpow_j = 0;
+// dx[j]. SIZE > 0: the window size known at compile time (5 in AlexNet); the 2*SIZE-1 inputs
+// the element depends on are loaded once and the SIZE denominators computed from them (not
+// SIZE^2 loads). SIZE == 0: any size, at run time.
+template <int SIZE, typename acc_t, typename T, typename index_t>
+AK_HD acc_t lrn_backward_at(gptr<const T> xcol, index_t xsc, gptr<const T> gcol, index_t gsc, index_t C, index_t j,
+                            index_t size, const LrnCoef<acc_t>& k) {
+  acc_t acc = 0, dp_j = 0;
   if constexpr (SIZE > 0) {
     constexpr int PRE = SIZE / 2, POST = (SIZE - 1) / 2, SPAN = 2 * SIZE - 1;
-    // xv[o] = x[j - (SIZE-1) + o], zero outside [0, C) (the same as clamping the windows).
-    acc_t xv[SPAN], sq[SPAN];
+    // xv[o] = x[j - (SIZE-1) + o]; output q = j - POST + r has its window at xv[r .. r + SIZE-1].
+    acc_t xv[SPAN];
 AK_UNROLL
-    for (int o = 0; o < SPAN; ++o) {
-      const int64_t c = j - (SIZE - 1) + o;
-      xv[o] = (c >= 0 && c < a.C) ? static_cast<acc_t>(xcol[c * a.x_sC]) : acc_t(0);
-      sq[o] = xv[o] * xv[o];
-    }
-    // Output q = j - POST + r has window x[q - PRE .. q + POST] = xv[r .. r + SIZE - 1].
+    for (int o = 0; o < SPAN; ++o) xv[o] = lrn_load<acc_t>(xcol, xsc, C, j - (SIZE - 1) + o);
 AK_UNROLL
     for (int r = 0; r < SIZE; ++r) {
-      const int64_t q = j - POST + r;
-      if (q < 0 || q >= a.C) continue;
+      const index_t q = j - POST + r;
+      if (q < 0 || q >= C) continue;
       acc_t sum = 0;
 AK_UNROLL
-      for (int w = 0; w < SIZE; ++w) sum += sq[r + w];
-      const acc_t d = lrn_denominator(sum, k);
-      const acc_t dpow = ak_pow(d, -k.beta);
-      if (r == POST) dpow_j = dpow;
-      acc += static_cast<acc_t>(gcol[q * a.g_sC]) * xv[r + PRE] * (dpow / d);
+      for (int w = 0; w < SIZE; ++w) sum += xv[r + w] * xv[r + w];
+      acc_t dp, dp1;
+      lrn_powers(lrn_denominator(sum, k), k, dp, dp1);
+      if (r == POST) dp_j = dp;
+      acc += static_cast<acc_t>(gcol[q * gsc]) * xv[r + PRE] * dp1;
     }
   } else {
+    const index_t pre = size / 2, post = (size - 1) / 2;
     // Outputs q whose window holds j: q - pre <= j <= q + post.
-    const int64_t lo = ak_max<int64_t>(j - a.post, 0);
-    const int64_t hi = ak_min<int64_t>(j + a.pre, a.C - 1);
-    for (int64_t q = lo; q <= hi; ++q) {
-      const acc_t d =
-          lrn_denominator(lrn_window_sumsq<scalar_t, acc_t>(xcol, a.x_sC, a.C, q, a.pre, a.post), k);
-      const acc_t dpow = ak_pow(d, -k.beta);
-      if (q == j) dpow_j = dpow;
-      acc += static_cast<acc_t>(gcol[q * a.g_sC]) * static_cast<acc_t>(xcol[q * a.x_sC]) * (dpow / d);
+    const index_t lo = ak_max<index_t>(j - post, 0), hi = ak_min<index_t>(j + pre, C - 1);
+    for (index_t q = lo; q <= hi; ++q) {
+      acc_t dp, dp1;
+      lrn_powers(lrn_denominator(lrn_window_sumsq<acc_t>(xcol, xsc, C, q, pre, post), k), k, dp, dp1);
+      if (q == j) dp_j = dp;
+      acc += static_cast<acc_t>(gcol[q * gsc]) * static_cast<acc_t>(xcol[q * xsc]) * dp1;
     }
   }
-  const acc_t gj = static_cast<acc_t>(gcol[j * a.g_sC]);
-  const acc_t xj = static_cast<acc_t>(xcol[j * a.x_sC]);
-  a.out[n * a.o_sN + j * a.o_sC + s * a.o_sS] = static_cast<scalar_t>(gj * dpow_j - k.inv_size_scale * xj * acc);
+  const acc_t gj = static_cast<acc_t>(gcol[j * gsc]), xj = static_cast<acc_t>(xcol[j * xsc]);
+  return gj * dp_j - k.scale * xj * acc;
 }
 
-// Channels a column thread loads ahead, all at once: each step's load feeds the very next step,
-// so one load at a time would leave a thread about one load in flight, and with 2048 threads an
-// SM that is 8 KB (fp32; 4 KB bf16), against the ~20 KB (bandwidth x latency) an H100 SM needs
-// to stream at full speed. Loading 8 ahead gives 64 KB.
-constexpr int kLrnPrefetch = 8;
+// ---------------------------------------------------------------------------------------------
+// Channels [c0, c1) of one column, window size SIZE known at compile time: the column path.
+// The window lives in registers and slides one channel per step, so each input is loaded once.
+// Loads go kLrnUnroll channels ahead, all at once (a memory-bound kernel needs many loads in
+// flight per thread); where a whole group of loads lies inside [0, C) they are unchecked, and
+// the channels within SIZE of either end (the edges) take the checked steps. Offsets are
+// index_t (32-bit where the column's extent allows) and advance by the channel stride.
+// ---------------------------------------------------------------------------------------------
 
-// Forward of one (n, s) column, window size SIZE known at compile time, NCHW-style strides (any
-// strides work; the column path is chosen where consecutive s are adjacent in memory).
-// xv[w] = x[c - PRE + w] (0 outside [0, C)): the window of output c.
-template <typename scalar_t, typename acc_t, int SIZE>
-AK_HD void lrn_forward_column(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& k, int64_t n, int64_t s) {
-  constexpr int PRE = SIZE / 2;
-  const scalar_t* col = a.x + n * a.x_sN + s * a.x_sS;
-  scalar_t* out = a.out + n * a.o_sN + s * a.o_sS;
-  const int64_t C = a.C;
-  auto load = [&](int64_t c) { return (c >= 0 && c < C) ? static_cast<acc_t>(col[c * a.x_sC]) : acc_t(0); };
-  acc_t xv[SIZE];
-AK_UNROLL
-  for (int w = 0; w < SIZE; ++w) xv[w] = load(w - PRE);
-  for (int64_t c0 = 0; c0 < C; c0 += kLrnPrefetch) {
-    // The values steps c0 .. c0 + kLrnPrefetch - 1 shift in, loaded together (see kLrnPrefetch).
-    acc_t next[kLrnPrefetch];
-AK_UNROLL
-    for (int u = 0; u < kLrnPrefetch; ++u) next[u] = load(c0 + u + SIZE - PRE);
-AK_UNROLL
-    for (int u = 0; u < kLrnPrefetch; ++u) {
-      const int64_t c = c0 + u;
-      if (c >= C) break;
-      acc_t sum = 0;
-AK_UNROLL
-      for (int w = 0; w < SIZE; ++w) sum += xv[w] * xv[w];
-      const acc_t d = lrn_denominator(sum, k);
-      out[c * a.o_sC] = static_cast<scalar_t>(xv[PRE] / ak_pow(d, k.beta));
-AK_UNROLL
-      for (int w = 0; w + 1 < SIZE; ++w) xv[w] = xv[w + 1];
-      xv[SIZE - 1] = next[u];
-    }
-  }
-}
+constexpr int kLrnUnroll = 8;
 
-// Backward of one (n, s) column for window size SIZE, with the same expressions, in the same
-// order, as lrn_backward_element<SIZE>. At output j:
-//   xs[o] = x[j - (SIZE-1) + o], o < 2*SIZE-1       (every input the SIZE windows below touch)
-//   gs[r], ts[r], dp[r] = g[q], g[q] * x[q] * d[q]^(-beta) / d[q], d[q]^(-beta) for q = j - POST + r
-// so dx[j] = gs[POST] * dp[POST] - scale * x[j] * sum_r ts[r]. Each step loads one new x and g.
-template <typename scalar_t, typename acc_t, int SIZE>
-AK_HD void lrn_backward_column(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& k, int64_t n, int64_t s) {
-  constexpr int PRE = SIZE / 2, POST = (SIZE - 1) / 2, SPAN = 2 * SIZE - 1;
-  const scalar_t* xcol = a.x + n * a.x_sN + s * a.x_sS;
-  const scalar_t* gcol = a.g + n * a.g_sN + s * a.g_sS;
-  scalar_t* out = a.out + n * a.o_sN + s * a.o_sS;
-  const int64_t C = a.C;
-  auto load_x = [&](int64_t c) { return (c >= 0 && c < C) ? static_cast<acc_t>(xcol[c * a.x_sC]) : acc_t(0); };
-  auto load_g = [&](int64_t c) { return (c >= 0 && c < C) ? static_cast<acc_t>(gcol[c * a.g_sC]) : acc_t(0); };
-  acc_t xs[SPAN], gs[SIZE], ts[SIZE], dp[SIZE];
-  // t and d^-beta of output q, from xs holding x[q - PRE ..] at xs[o0 ..]; 0 outside [0, C).
-  auto t_of = [&](int64_t q, int o0, acc_t gq, acc_t& dpow) -> acc_t {
-    dpow = 0;
-    if (q < 0 || q >= C) return acc_t(0);
-    acc_t sum = 0;
+template <int SIZE, bool kFast, typename acc_t, typename T, typename index_t>
+AK_HD void lrn_forward_column(gptr<const T> x, index_t xsc, gptr<T> y, index_t ysc, index_t C, index_t c0,
+                              index_t c1, const LrnCoef<acc_t>& k) {
+  constexpr int PRE = SIZE / 2, POST = (SIZE - 1) / 2;
+  // At the step for channel c: w[i] = x[c - PRE + i]; w[SIZE-1] arrives with the step.
+  acc_t w[SIZE];
 AK_UNROLL
-    for (int w = 0; w < SIZE; ++w) sum += xs[o0 + w] * xs[o0 + w];
-    const acc_t d = lrn_denominator(sum, k);
-    dpow = ak_pow(d, -k.beta);
-    return gq * xs[o0 + PRE] * (dpow / d);
+  for (int i = 0; i + 1 < SIZE; ++i) w[i] = lrn_load<acc_t>(x, xsc, C, c0 - PRE + i);
+  index_t xo = (c0 + POST) * xsc, yo = c0 * ysc;  // the next load of x, the next store of y
+  auto step = [&](acc_t xn) {
+    w[SIZE - 1] = xn;
+    acc_t sum = w[0] * w[0];
+AK_UNROLL
+    for (int i = 1; i < SIZE; ++i) sum += w[i] * w[i];
+    y[yo] = static_cast<T>(w[PRE] * lrn_power<kFast>(lrn_denominator(sum, k), k));
+    yo += ysc;
+AK_UNROLL
+    for (int i = 0; i + 1 < SIZE; ++i) w[i] = w[i + 1];
   };
+  index_t c = c0;
+  for (; c + kLrnUnroll <= c1; c += kLrnUnroll) {
+    acc_t next[kLrnUnroll];
+    if (c + kLrnUnroll + POST <= C) {
 AK_UNROLL
-  for (int o = 0; o < SPAN; ++o) xs[o] = load_x(o - (SIZE - 1));
-  // For j = 0: q = r - POST has its window at xs[r ..].
-AK_UNROLL
-  for (int r = 0; r < SIZE; ++r) {
-    gs[r] = load_g(r - POST);
-    ts[r] = t_of(r - POST, r, gs[r], dp[r]);
-  }
-  for (int64_t j0 = 0; j0 < C; j0 += kLrnPrefetch) {
-    // The x and g that steps j0 .. j0 + kLrnPrefetch - 1 shift in, loaded together.
-    acc_t next_x[kLrnPrefetch], next_g[kLrnPrefetch];
-AK_UNROLL
-    for (int u = 0; u < kLrnPrefetch; ++u) {
-      next_x[u] = load_x(j0 + u + SIZE);
-      next_g[u] = load_g(j0 + u + 1 + PRE);
-    }
-AK_UNROLL
-    for (int u = 0; u < kLrnPrefetch; ++u) {
-      const int64_t j = j0 + u;
-      if (j >= C) break;
-      acc_t acc = 0;
-AK_UNROLL
-      for (int r = 0; r < SIZE; ++r) acc += ts[r];
-      out[j * a.o_sC] = static_cast<scalar_t>(gs[POST] * dp[POST] - k.inv_size_scale * xs[SIZE - 1] * acc);
-      // Step to j + 1: shift in x[j + SIZE] and output q = j + 1 + PRE (its window: xs[SIZE - 1 ..]).
-AK_UNROLL
-      for (int o = 0; o + 1 < SPAN; ++o) xs[o] = xs[o + 1];
-      xs[SPAN - 1] = next_x[u];
-AK_UNROLL
-      for (int r = 0; r + 1 < SIZE; ++r) {
-        gs[r] = gs[r + 1];
-        ts[r] = ts[r + 1];
-        dp[r] = dp[r + 1];
+      for (int u = 0; u < kLrnUnroll; ++u) {
+        next[u] = static_cast<acc_t>(x[xo]);
+        xo += xsc;
       }
-      const int64_t q = j + 1 + PRE;
-      gs[SIZE - 1] = next_g[u];
-      ts[SIZE - 1] = t_of(q, SIZE - 1, gs[SIZE - 1], dp[SIZE - 1]);
+    } else {  // the group at the edge: loads past the last channel are 0
+AK_UNROLL
+      for (int u = 0; u < kLrnUnroll; ++u) {
+        next[u] = c + u + POST < C ? static_cast<acc_t>(x[xo]) : acc_t(0);
+        xo += xsc;
+      }
     }
+AK_UNROLL
+    for (int u = 0; u < kLrnUnroll; ++u) step(next[u]);
+  }
+  for (; c < c1; ++c) {  // a segment's last channels short of a group
+    const acc_t xn = c + POST < C ? static_cast<acc_t>(x[xo]) : acc_t(0);
+    xo += xsc;
+    step(xn);
   }
 }
 
-}  // namespace alexnet_kernels
-
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-
-namespace alexnet_kernels {
-
-// Host side, shared by the CPU and CUDA entry points: argument checks, the output's layout (the
-// Python fake mirrors this rule: alexnet_kernels/_layout.py), and the kernel arguments.
-
-inline at::MemoryFormat lrn_out_format(const at::Tensor& x) {
-  if (x.is_contiguous()) return at::MemoryFormat::Contiguous;
-  if (x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast)) return at::MemoryFormat::ChannelsLast;
-  if (x.dim() == 5 && x.is_contiguous(at::MemoryFormat::ChannelsLast3d)) return at::MemoryFormat::ChannelsLast3d;
-  return at::MemoryFormat::Contiguous;
-}
-
-inline void lrn_check(const at::Tensor& x, int64_t size, const char* name = "x") {
-  TORCH_CHECK_VALUE(x.dim() >= 3, "lrn: ", name, " must have 3 or more dims (N, C, ...), got shape ", x.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "lrn: ", name,
-                   " must be a floating-point tensor, got ", x.scalar_type());
-  TORCH_CHECK_VALUE(size > 0, "lrn: size must be positive, got ", size);
-}
-
-inline void lrn_backward_check(const at::Tensor& grad, const at::Tensor& x, int64_t size) {
-  lrn_check(x, size);
-  TORCH_CHECK(grad.device() == x.device(), "lrn_backward: grad is on ", grad.device(), " but x is on ", x.device());
-  TORCH_CHECK_VALUE(grad.sizes() == x.sizes(), "lrn_backward: grad shape ", grad.sizes(),
-                    " does not match x shape ", x.sizes());
-  TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), "lrn_backward: grad dtype ", grad.scalar_type(),
-                   " does not match x dtype ", x.scalar_type());
-}
-
-// [N, C, S] view of a 3+-dim tensor (a copy only where the spatial dims cannot be merged).
-inline at::Tensor lrn_as_3d(const at::Tensor& t) {
-  const int64_t N = t.size(0), C = t.size(1);
-  return t.reshape({N, C, N * C == 0 ? 0 : t.numel() / (N * C)});
-}
-
-template <typename scalar_t>
-inline LrnArgs<scalar_t> lrn_args(const at::Tensor& x3, const at::Tensor* g3, at::Tensor& out3,
-                                  at::MemoryFormat fmt, int64_t size) {
-  LrnArgs<scalar_t> a;
-  a.x = x3.const_data_ptr<scalar_t>();
-  a.g = g3 ? g3->const_data_ptr<scalar_t>() : nullptr;
-  a.out = out3.mutable_data_ptr<scalar_t>();
-  a.N = x3.size(0); a.C = x3.size(1); a.S = x3.size(2);
-  a.x_sN = x3.stride(0); a.x_sC = x3.stride(1); a.x_sS = x3.stride(2);
-  if (g3) { a.g_sN = g3->stride(0); a.g_sC = g3->stride(1); a.g_sS = g3->stride(2); }
-  else { a.g_sN = a.g_sC = a.g_sS = 0; }
-  a.o_sN = out3.stride(0); a.o_sC = out3.stride(1); a.o_sS = out3.stride(2);
-  a.channels_last = fmt != at::MemoryFormat::Contiguous;
-  a.size = size; a.pre = size / 2; a.post = (size - 1) / 2;
-  return a;
-}
-
-template <typename acc_t>
-inline LrnCoef<acc_t> lrn_coef(int64_t size, double alpha, double beta, double k) {
-  LrnCoef<acc_t> c;
-  c.alpha = static_cast<acc_t>(alpha);
-  c.beta = static_cast<acc_t>(beta);
-  c.k = static_cast<acc_t>(k);
-  c.inv_size_scale = static_cast<acc_t>(2.0 * alpha * beta / static_cast<double>(size));
-  c.size = size;
-  return c;
-}
-
-// kPass: kLrnForward, or backward with the window size known at compile time (0: any size).
-constexpr int kLrnForward = -1;
-
-template <typename scalar_t, typename acc_t, typename Div, int kPass>
-struct LrnOp {
-  static constexpr int64_t kCpuGrain = 4096;  // elements per CPU task: a few dozen flops each
-  LrnArgs<scalar_t> a;
-  LrnCoef<acc_t> coef;
-  Div inner, mid;
-  template <typename index_t>
-  AK_HD void operator()(index_t i) const {
-    if constexpr (kPass == kLrnForward) {
-      lrn_forward_element<scalar_t, acc_t>(a, coef, inner, mid, i);
-    } else {
-      lrn_backward_element<scalar_t, acc_t, kPass>(a, coef, inner, mid, i);
+// Backward of channels [c0, c1) of one column, with the expressions of lrn_backward_at, in the
+// same order. Step j computes output q = j + PRE's terms from its window x[j .. j + SIZE-1]
+// (loading x[j + SIZE-1] and g[j + PRE]), then dx[j]. Registers at step j:
+//   xr[i] = x[j + i] (i < SIZE-1), tr[i] = t[j - POST + i] (i < SIZE-1),
+//   gr[i] = g[j + i], dr[i] = d[j + i]^(-beta) (i < PRE).
+template <int SIZE, bool kFast, typename acc_t, typename T, typename index_t>
+AK_HD void lrn_backward_column(gptr<const T> x, index_t xsc, gptr<const T> g, index_t gsc, gptr<T> dx, index_t dsc,
+                               index_t C, index_t c0, index_t c1, const LrnCoef<acc_t>& k) {
+  constexpr int PRE = SIZE / 2, POST = (SIZE - 1) / 2, R = SIZE - 1;
+  constexpr int PR = PRE > 0 ? PRE : 1;  // (arrays of PRE entries; unused when PRE is 0)
+  acc_t xr[R > 0 ? R : 1], tr[R > 0 ? R : 1], gr[PR], dr[PR];
+  // t and d^(-beta) of output q from its window win[0 .. SIZE-1] and g[q].
+  auto terms = [&](const acc_t* win, acc_t gq, acc_t& dp) {
+    acc_t sum = win[0] * win[0];
+AK_UNROLL
+    for (int i = 1; i < SIZE; ++i) sum += win[i] * win[i];
+    acc_t dp1;
+    lrn_powers<kFast>(lrn_denominator(sum, k), k, dp, dp1);
+    return gq * win[PRE] * dp1;
+  };
+  {
+    // Outputs c0 - POST .. c0 + PRE - 1 (zero outside [0, C)), from x[c0 - R .. c0 + R - 1].
+    acc_t pw[2 * SIZE - 1];
+AK_UNROLL
+    for (int o = 0; o < 2 * R; ++o) pw[o] = lrn_load<acc_t>(x, xsc, C, c0 - R + o);
+AK_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const index_t q = c0 - POST + i;
+      acc_t dp = 0;
+      tr[i] = 0;
+      if (q >= 0 && q < C) tr[i] = terms(pw + i, static_cast<acc_t>(g[q * gsc]), dp);
+      if (i >= POST) {
+        gr[i - POST] = lrn_load<acc_t>(g, gsc, C, q);
+        dr[i - POST] = dp;
+      }
+      xr[i] = pw[R + i];
     }
   }
-};
-
-// One (n, s) column per index: the size-5 NCHW path (kPass as in LrnOp).
-template <typename scalar_t, typename acc_t, typename Div, int kPass>
-struct LrnColumnOp {
-  static constexpr int64_t kCpuGrain = 64;  // columns per CPU task: each walks all C channels
-  LrnArgs<scalar_t> a;
-  LrnCoef<acc_t> coef;
-  Div cols;  // divides a column index by S
-  template <typename index_t>
-  AK_HD void operator()(index_t i) const {
-    index_t n, s;
-    cols.divmod(i, n, s);
-    if constexpr (kPass == kLrnForward) {
-      lrn_forward_column<scalar_t, acc_t, 5>(a, coef, n, s);
-    } else {
-      lrn_backward_column<scalar_t, acc_t, kPass>(a, coef, n, s);
+  index_t xo = (c0 + R) * xsc, go = (c0 + PRE) * gsc, oo = c0 * dsc;
+  // Step j with x[j + SIZE-1] and g[j + PRE] (0 past C); `inside`: output j + PRE exists.
+  auto step = [&](acc_t xn, acc_t gn, bool inside) {
+    acc_t win[SIZE];
+AK_UNROLL
+    for (int i = 0; i < R; ++i) win[i] = xr[i];
+    win[R] = xn;
+    acc_t dq = 0, tq = terms(win, gn, dq);
+    if (!inside) tq = dq = 0;
+    acc_t acc = 0;
+AK_UNROLL
+    for (int i = 0; i < R; ++i) acc += tr[i];
+    acc += tq;
+    const acc_t gj = PRE > 0 ? gr[0] : gn, dj = PRE > 0 ? dr[0] : dq, xj = win[0];
+    dx[oo] = static_cast<T>(gj * dj - k.scale * xj * acc);
+    oo += dsc;
+AK_UNROLL
+    for (int i = 0; i + 1 < R; ++i) {
+      xr[i] = xr[i + 1];
+      tr[i] = tr[i + 1];
+    }
+    if constexpr (R > 0) {
+      xr[R - 1] = xn;
+      tr[R - 1] = tq;
+    }
+    if constexpr (PRE > 0) {
+AK_UNROLL
+      for (int i = 0; i + 1 < PRE; ++i) {
+        gr[i] = gr[i + 1];
+        dr[i] = dr[i + 1];
+      }
+      gr[PRE - 1] = gn;
+      dr[PRE - 1] = dq;
+    }
+  };
+  index_t j = c0;
+  for (; j + kLrnUnroll <= c1; j += kLrnUnroll) {
+    acc_t nx[kLrnUnroll], ng[kLrnUnroll];
+    if (j + kLrnUnroll + R <= C) {
+AK_UNROLL
+      for (int u = 0; u < kLrnUnroll; ++u) {
+        nx[u] = static_cast<acc_t>(x[xo]);
+        ng[u] = static_cast<acc_t>(g[go]);
+        xo += xsc;
+        go += gsc;
+      }
+AK_UNROLL
+      for (int u = 0; u < kLrnUnroll; ++u) step(nx[u], ng[u], true);
+    } else {  // the group at the edge: loads past the last channel are 0, and so are the outputs' terms
+AK_UNROLL
+      for (int u = 0; u < kLrnUnroll; ++u) {
+        nx[u] = j + u + R < C ? static_cast<acc_t>(x[xo]) : acc_t(0);
+        ng[u] = j + u + PRE < C ? static_cast<acc_t>(g[go]) : acc_t(0);
+        xo += xsc;
+        go += gsc;
+      }
+AK_UNROLL
+      for (int u = 0; u < kLrnUnroll; ++u) step(nx[u], ng[u], j + u + PRE < C);
     }
   }
-};
-
-// Whether a pass takes the column path: AlexNet's size 5 on an output whose spatial index is
-// fastest (NCHW), where neighbouring columns are neighbours in memory.
-template <typename scalar_t>
-inline bool lrn_by_column(const LrnArgs<scalar_t>& a) { return a.size == 5 && !a.channels_last; }
-
-template <typename Runner, int kPass, typename scalar_t, typename acc_t>
-inline void lrn_run_columns(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& coef) {
-  const int64_t columns = a.N * a.S;
-  if (columns < kInt32Limit) {
-    Runner::template run<int32_t>(columns, LrnColumnOp<scalar_t, acc_t, FastDivmod32, kPass>{a, coef, FastDivmod32(a.S)});
-  } else {
-    Runner::template run<int64_t>(columns, LrnColumnOp<scalar_t, acc_t, Divmod64, kPass>{a, coef, Divmod64(a.S)});
+  for (; j < c1; ++j) {  // a segment's last channels short of a group
+    const acc_t xn = j + R < C ? static_cast<acc_t>(x[xo]) : acc_t(0);
+    const acc_t gn = j + PRE < C ? static_cast<acc_t>(g[go]) : acc_t(0);
+    xo += xsc;
+    go += gsc;
+    step(xn, gn, j + PRE < C);
   }
-}
-
-// One pass over the output's flat index (inner = its fastest-varying dim), with 32-bit fast
-// dividers where the index fits. Runner::run<index_t>(numel, op) is an at::parallel_for on the
-// CPU (csrc/cpu/runner.h) and a grid-stride kernel on the GPU (csrc/cuda/launch.cuh).
-template <typename Runner, int kPass, typename scalar_t, typename acc_t>
-inline void lrn_run(const LrnArgs<scalar_t>& a, const LrnCoef<acc_t>& coef, int64_t numel) {
-  const int64_t inner = a.channels_last ? a.C : a.S, mid = a.channels_last ? a.S : a.C;
-  if (numel < kInt32Limit) {
-    Runner::template run<int32_t>(numel, LrnOp<scalar_t, acc_t, FastDivmod32, kPass>{
-                                             a, coef, FastDivmod32(inner), FastDivmod32(mid)});
-  } else {
-    Runner::template run<int64_t>(numel, LrnOp<scalar_t, acc_t, Divmod64, kPass>{a, coef, Divmod64(inner), Divmod64(mid)});
-  }
-}
-
-template <typename Runner>
-at::Tensor lrn_forward(const at::Tensor& x, int64_t size, double alpha, double beta, double k) {
-  lrn_check(x, size);
-  const auto fmt = lrn_out_format(x);
-  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(fmt));
-  if (x.numel() == 0) return y;
-  at::Tensor x3 = lrn_as_3d(x), y3 = lrn_as_3d(y);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto a = lrn_args<scalar_t>(x3, nullptr, y3, fmt, size);
-    const auto coef = lrn_coef<acc_t>(size, alpha, beta, k);
-    if (lrn_by_column(a)) {
-      lrn_run_columns<Runner, kLrnForward>(a, coef);
-    } else {
-      lrn_run<Runner, kLrnForward>(a, coef, x.numel());
-    }
-  });
-  return y;
-}
-
-template <typename Runner>
-at::Tensor lrn_backward(const at::Tensor& grad, const at::Tensor& x, int64_t size, double alpha, double beta,
-                        double k) {
-  lrn_backward_check(grad, x, size);
-  const auto fmt = lrn_out_format(x);
-  at::Tensor dx = at::empty(x.sizes(), x.options().memory_format(fmt));
-  if (x.numel() == 0) return dx;
-  at::Tensor x3 = lrn_as_3d(x), g3 = lrn_as_3d(grad), dx3 = lrn_as_3d(dx);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto a = lrn_args<scalar_t>(x3, &g3, dx3, fmt, size);
-    const auto coef = lrn_coef<acc_t>(size, alpha, beta, k);
-    if (lrn_by_column(a)) {
-      lrn_run_columns<Runner, 5>(a, coef);
-    } else if (size == 5) {
-      lrn_run<Runner, 5>(a, coef, x.numel());
-    } else {
-      lrn_run<Runner, 0>(a, coef, x.numel());
-    }
-  });
-  return dx;
 }
 
 }  // namespace alexnet_kernels

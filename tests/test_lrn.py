@@ -143,6 +143,27 @@ def test_bad_input():
         torch.ops.alexnet_kernels.lrn_backward(x.double(), x, 5, 1e-4, 0.75, 1.0)
 
 
+@pytest.mark.parametrize("args, error, message", [
+    ((0,), ValueError, "size must be positive"),
+    ((-2,), ValueError, "size must be positive"),
+    ((2.0,), TypeError, "size must be an int"),
+    ((True,), TypeError, "size must be an int"),
+    ((5, "1e-4"), TypeError, "alpha must be a number"),
+    ((5, 1e-4, float("nan")), ValueError, "beta must be finite"),
+    ((5, 1e-4, 0.75, None), TypeError, "k must be a number"),
+])
+def test_module_rejects_bad_arguments_at_construction(args, error, message):
+    with pytest.raises(error, match="LocalResponseNorm: " + message):
+        ak.nn.LocalResponseNorm(*args)
+
+
+def test_module_matches_torch():
+    x = make_x((2, 7, 4, 5), "cpu")
+    m = ak.nn.LocalResponseNorm(3, alpha=1e-2, beta=0.6, k=2)
+    assert rel_err(m(x), torch.nn.LocalResponseNorm(3, alpha=1e-2, beta=0.6, k=2)(x.double())) < TOL[torch.float32]
+    assert "3, alpha=0.01, beta=0.6, k=2.0" in repr(m)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_mixed_devices_cuda():
     x = torch.randn(2, 4, 3, 3, device="cuda")

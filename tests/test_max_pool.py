@@ -157,6 +157,23 @@ def test_modules():
         ak.nn.MaxPool2d(3, return_indices=True)
 
 
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(kernel_size=0), ValueError, "kernel_size must be positive"),
+    (dict(kernel_size=(3, -1)), ValueError, "kernel_size must be positive"),
+    (dict(kernel_size=3, stride=0), ValueError, "stride must be positive"),
+    (dict(kernel_size=3, dilation=0), ValueError, "dilation must be positive"),
+    (dict(kernel_size=3, padding=2), ValueError, "padding must be non-negative and at most half"),
+    (dict(kernel_size=3, padding=-1), ValueError, "padding must be non-negative and at most half"),
+    (dict(kernel_size=2.5), TypeError, "kernel_size must be an int or a pair"),
+    (dict(kernel_size=(3, 3, 3)), TypeError, "kernel_size must be an int or a pair"),
+    (dict(kernel_size=3, stride="2"), TypeError, "stride must be an int or a pair"),
+    (dict(kernel_size=3, ceil_mode=1), TypeError, "ceil_mode must be a bool"),
+])
+def test_module_rejects_bad_arguments_at_construction(kwargs, error, message):
+    with pytest.raises(error, match="MaxPool2d: " + message):
+        ak.nn.MaxPool2d(**kwargs)
+
+
 @requires_cuda
 def test_mixed_devices_cuda():
     """The backward's index on another device than its gradient is named (the CUDA kernel guards

@@ -1,4 +1,4 @@
-// How the CPU kernels run an op's element functor (the Runner of csrc/<op>.h): an
+// How conv's reference CPU kernels run their element functor (the Runner of csrc/conv.h): an
 // at::parallel_for over the flat index, in chunks of Op::kCpuGrain elements.
 #pragma once
 

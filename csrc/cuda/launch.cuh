@@ -2,8 +2,9 @@
 // CudaLauncher below launches on the current CUDA stream; tests/cuda_emu/cuda_emu.h's
 // emu::Launcher runs the same kernels on the CPU. Both have
 //   launch(kernel, dim3 grid, int threads, args...)   and   multiprocessors().
-// Also here: a grid-stride loop over a flat index that calls a functor wrapping an element function
-// from the op's header (the same function the CPU kernel runs).
+// Also here: a grid-stride loop over a flat index that calls a functor wrapping an element
+// function (CudaRunner, for conv's reference kernels: the same function its CPU kernel runs), and
+// cuda_device_of, the device an entry point guards.
 #pragma once
 
 #include <c10/cuda/CUDAException.h>
@@ -67,7 +68,7 @@ struct CudaLauncher {
   }
 };
 
-// How the CUDA kernels run an op's element functor (the Runner of csrc/<op>.h).
+// How conv's reference CUDA kernels run its element functor (the Runner of csrc/conv.h).
 struct CudaRunner {
   template <typename index_t, typename Op>
   static void run(int64_t numel, const Op& op) {

@@ -1,22 +1,22 @@
-// CUDA kernels of alexnet_kernels::lrn and lrn_backward: the element functions of lrn.h, one
-// thread per element. Tiling, floor and the math: csrc/lrn.h.
+// CUDA entry points of alexnet_kernels::lrn and lrn_backward: the kernels and planning of
+// lrn_kernels.cuh, launched on the current stream.
 #include <torch/library.h>
 
-#include "../lrn.h"
 #include "launch.cuh"
+#include "lrn_kernels.cuh"
 
 namespace alexnet_kernels {
 namespace {
 
 at::Tensor lrn_cuda(const at::Tensor& x, int64_t size, double alpha, double beta, double k) {
   const c10::cuda::CUDAGuard guard(cuda_device_of({&x}));
-  return lrn_forward<CudaRunner>(x, size, alpha, beta, k);
+  return lrn_forward<LrnCuda<CudaLauncher>>(x, size, alpha, beta, k);
 }
 
 at::Tensor lrn_backward_cuda(const at::Tensor& grad, const at::Tensor& x, int64_t size, double alpha, double beta,
                              double k) {
   const c10::cuda::CUDAGuard guard(cuda_device_of({&grad, &x}));
-  return lrn_backward<CudaRunner>(grad, x, size, alpha, beta, k);
+  return lrn_backward<LrnCuda<CudaLauncher>>(grad, x, size, alpha, beta, k);
 }
 
 }  // namespace
