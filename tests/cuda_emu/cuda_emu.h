@@ -13,6 +13,8 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -117,6 +119,40 @@ void mma_m16n8k16(float* c, const uint32_t* a, const uint32_t* b) {
     for (int k = 0; k < 16; ++k) acc += A[out_rows[i]][k] * B[k][out_cols[i]];
     c[i] = acc;
   }
+}
+
+// ldmatrix.sync.aligned.m8n8.xN(.trans).shared.b16 for the warp: matrix i's row r is at the row
+// address of lane 8i + r (16 bytes); lane l receives from matrix i the elements (l / 4, 2(l % 4))
+// and (l / 4, 2(l % 4) + 1), or with Trans (2(l % 4), l / 4) and (2(l % 4) + 1, l / 4), low first.
+// Every lane of the warp calls it.
+template <int N, bool Trans, typename P>
+void ldmatrix(uint32_t* regs, P row_address) {
+  auto& s = g_block->scratch[threadIdx.x / 32];
+  const int lane = threadIdx.x % 32;
+  const uint16_t* mine = &row_address[0];
+  if (reinterpret_cast<uintptr_t>(mine) % 16 != 0) {  // the GPU faults on it
+    std::fprintf(stderr, "ldmatrix: misaligned row address %p\n", static_cast<const void*>(mine));
+    std::abort();
+  }
+  std::memcpy(&s[lane * 10], &mine, sizeof(mine));
+  syncwarp();
+  auto row = [&](int l) {
+    const uint16_t* p;
+    std::memcpy(&p, &s[l * 10], sizeof(p));
+    return p;
+  };
+  for (int i = 0; i < N; ++i) {
+    uint16_t lo, hi;
+    if (Trans) {
+      lo = row(8 * i + 2 * (lane % 4))[lane / 4];
+      hi = row(8 * i + 2 * (lane % 4) + 1)[lane / 4];
+    } else {
+      lo = row(8 * i + lane / 4)[2 * (lane % 4)];
+      hi = row(8 * i + lane / 4)[2 * (lane % 4) + 1];
+    }
+    regs[i] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  }
+  syncwarp();  // everyone has read the scratch before it is reused
 }
 
 // Runs kernel(args...) over the grid, one block at a time, blockDim.x threads each.
