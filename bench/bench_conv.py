@@ -23,9 +23,9 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from timing import matmul_peak_tflops, median_ms
 
 import alexnet_kernels as ak
-from timing import matmul_peak_tflops, median_ms
 
 # (name, input shape, out channels, kernel, stride, padding)
 FULL = [("paper", (128, 3, 227, 227), 96, 11, 4, 0), ("torchvision", (128, 3, 224, 224), 64, 11, 4, 2)]
@@ -88,7 +88,7 @@ def test_conv1(full, device, report, shape_i, dtype, kind):
         y = cudnn_fwd(x, w, b, s, p)
         g = torch.randn(y.shape, device=device, dtype=dtype, generator=gen)
         # Correctness of what is timed (the tests hold the tight tolerances).
-        tol = dict(rtol=2e-2, atol=2e-2) if dtype != torch.float32 else dict(rtol=1e-3, atol=1e-3)
+        tol = {"rtol": 2e-2, "atol": 2e-2} if dtype != torch.float32 else {"rtol": 1e-3, "atol": 1e-3}
         if kind != "wgrad":
             torch.testing.assert_close(ours_fwd(x, w, b, s, p), y, **tol)
         flops = 2 * y.numel() * shape[1] * ks * ks * (2 if kind == "fwd+wgrad" else 1)
@@ -97,7 +97,7 @@ def test_conv1(full, device, report, shape_i, dtype, kind):
         for layout, fmt in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
             xl, gl = x.contiguous(memory_format=fmt), g.contiguous(memory_format=fmt)
             wl = w.contiguous(memory_format=fmt)
-            cudnn[layout] = timed(lambda: run_pass(kind, "cudnn", xl, wl, b, gl, s, p), full)
+            cudnn[layout] = timed(lambda xl=xl, wl=wl, gl=gl: run_pass(kind, "cudnn", xl, wl, b, gl, s, p), full)
         best = min(cudnn, key=cudnn.get)
         row = {"shape": name, "batch": shape[0], "dtype": str(dtype).replace("torch.", ""), "pass": kind,
                "ours ms": t_ours, "cudnn ms": cudnn[best], "cudnn layout": best, "speedup": cudnn[best] / t_ours,

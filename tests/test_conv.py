@@ -4,9 +4,9 @@ GPU."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEVICES, layouts, poison, rel_err, requires_cuda
 
 import alexnet_kernels as ak
-from helpers import DEVICES, layouts, poison, rel_err, requires_cuda
 
 # Relative norm error against float64 (issue 3): fp32 1e-5, bf16/fp16 1e-2.
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}

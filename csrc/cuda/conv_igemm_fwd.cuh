@@ -413,7 +413,7 @@ template <typename E, int V>
 struct RsStager {
   static_assert(kRsStage16 / 8 <= kIgThreads && kRsStage32 / 4 <= kIgThreads, "one chunk per thread");
   using Vec = typename Vec16<E>::type;
-  bool has;
+  bool has, inner;              // a chunk; inside the row at every phase (and x's rows dense)
   int32_t ih0, low0, iwv, dst;  // row's ih0; phase bits of x[n, 0, ih0, -pW]; ch * V - pW; place
   int64_t xrow;                 // x[n, 0, ih0, 0]
 
@@ -437,6 +437,7 @@ struct RsStager {
     low0 = rp.xmis + static_cast<int32_t>(xrow) - rp.f.pW;
     iwv = ch * V - rp.f.pW;
     dst = i * V;
+    inner = rp.f.xsw == 1 && iwv - (V - 1) >= 0 && iwv + V <= rp.f.W;
   }
 
   // Starts staging this thread's chunk of tap row `tap` into xs.
@@ -448,7 +449,12 @@ struct RsStager {
     const int64_t at = xrow + tap.off;  // x[n, c, ih, 0]
     const sptr<E> out = xs + dst;
     const gptr<const E> x = gptr_cast<const E>(p.x);
-    if (static_cast<unsigned>(ih0 + tap.r) >= static_cast<unsigned>(p.H) || iw0 >= p.W || iw0 + V <= 0) {
+    const bool row_in = static_cast<unsigned>(ih0 + tap.r) < static_cast<unsigned>(p.H);
+    if (inner && row_in && d == (low & (V - 1))) {  // the common case: a whole aligned chunk
+      cp_async16<E>(out, x + (at + iw0));
+      return h;
+    }
+    if (!row_in || iw0 >= p.W || iw0 + V <= 0) {
       ak_store<Vec>(out, Vec16<E>::zero());  // padding
     } else if (p.xsw == 1 && d == (low & (V - 1))) {
       if (iw0 < 0 && at + iw0 < 0) {  // the tensor's very first chunk: nothing before it to read
@@ -549,52 +555,57 @@ __device__ __forceinline__ void rs_store(const RsParams& rp, const RsTile<V>& tl
 }
 
 // ---------------------------------------------------------------------------------------------
-// bf16 / fp16 row-staged kernel. Pipeline step = two tap rows, each one k16 step of mma.sync
-// (taps s >= S of the 16 read are masked to zero in the A fragment: the B rows there are zero,
-// but a neighbour's tap may hold an inf). 8 warps = 4 (pixels: 32 each, two m16 tiles) x 2
-// (channels: BN/2 each, NT = BN/16 n8 tiles). A fragments come straight from the staged rows
-// (32-bit loads, 4 per m16 tile), B fragments by ldmatrix.x4 from the weight tile
-// ([channel][tap], rows of 80 bytes: conflict-free). Staging of step st + 1 (cp.async, double
-// buffered) overlaps the mma of step st; one barrier per step.
-// Per warp and tap row: 8 LDS.32 + 4 masks + NT/2 LDSM.x4 + 2 * NT HMMA, and about a quarter of
-// a staging chunk per thread. Epilogue: bias loaded once per channel, the tile transposed
-// through shared memory into 16-byte stores.
+// bf16 / fp16 row-staged kernel. Pipeline step = two tap rows, each one k16 step of mma.sync.
+// Each step, every thread copies one (pixel, tap row) of the staged rows -- its 16 taps, eight
+// aligned words, those past S zeroed (the B rows there are zero, but a neighbour's tap may hold
+// an inf) -- into an im2col tile ([tap row][pixel][16 taps], rows of 48 bytes), from which the
+// A fragments are one ldmatrix.x4 per m16 tile; the B fragments are ldmatrix.x4 from the weight
+// tile ([channel][tap], rows of 80 bytes). Both row pitches put ldmatrix's eight rows in distinct
+// banks. 8 warps = 4 (pixels: 32 each, two m16 tiles) x 2 (channels: BN/2 each, NT = BN/16 n8
+// tiles). Staging of step st + 1 (cp.async, double buffered) overlaps step st; two barriers per
+// step (staged -> im2col tile -> mma).
+// Per warp and tap row: 2 + NT/2 LDSM.x4 and 2 * NT HMMA, plus per thread one tile row (8 LDS.32,
+// 4 masks, 2 STS.128) and about a third of a staged chunk. Epilogue: bias loaded once per
+// channel, the tile transposed through shared memory into 16-byte stores.
 // ---------------------------------------------------------------------------------------------
 template <typename T, int J>
 __global__ void __launch_bounds__(kIgThreads, 2) conv_fwd_rows_mma(RsParams rp) {
   using D = uint16_t;
   constexpr int BN = 32 * J, NT = BN / 16, V = 8, TR = kRsTapRows, kBRow = kRsBRow16;
-  constexpr int kXsBuf = TR * kRsStage16, kBsBuf = BN * kBRow;
+  constexpr int kARow = 16 + 8;  // im2col tile row, halves (48 bytes)
+  constexpr int kXsBuf = TR * kRsStage16, kBsBuf = BN * kBRow, kAs = TR * kIgBM * kARow;
   constexpr int kCsN = kIgBM + 8, kCsC = BN + 8;  // epilogue rows: NCHW [channel][pixel], CL [pixel][channel]
-  constexpr int kMain = 2 * (kXsBuf + kBsBuf);
+  constexpr int kMain = 2 * (kXsBuf + kBsBuf) + kAs;
   constexpr int kPool = ig_cmax(kMain, ig_cmax(BN * kCsN, kIgBM * kCsC));
+  static_assert(TR * kIgBM == kIgThreads, "one im2col tile row per thread and step");
   AK_SHARED(D, pool, [kPool]);
   AK_SHARED(int64_t, row_x, [kRsRowsMax]);
   AK_SHARED(int32_t, row_ih, [kRsRowsMax]);
 
   const IgParams& p = rp.f;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int g = lane / 4, t = lane % 4;
+  const int t = lane % 4;
   const int wm = warp % 4, wn = warp / 4;
   const int k0 = blockIdx.y * BN;
   const RsTile<V> tl(rp);
   rs_fill_rows(p, tl.ro0, tl.NR, row_x, row_ih);
   __syncthreads();
 
-  // This lane's four A rows (pixels g, g + 8 of two m16 tiles): their run start and phase.
-  int32_t abase[2][2], alow[2][2];
-  AK_UNROLL for (int i = 0; i < 2; ++i) AK_UNROLL for (int h = 0; h < 2; ++h) {
-    int32_t j;
-    abase[i][h] = tl.pixel_base(wm * 32 + i * 16 + g + 8 * h, j) + 2 * t;
-    alow[i][h] = rp.xmis + static_cast<int32_t>(row_x[j]) - p.pW;
-  }
-  // Columns 2t + 8, 2t + 9 of the fragment past the row's S taps (S >= 8: the first eight always
-  // exist).
-  const uint32_t mhi = (2 * t + 8 < p.S ? 0x0000ffffu : 0u) | (2 * t + 9 < p.S ? 0xffff0000u : 0u);
-  // ldmatrix.x4 row of this lane: n8 tiles 2jj, 2jj+1 (matrices: rows 0-7 / 8-15 x taps 0-7 / 8-15).
+  // im2col role: pixel tid % 128 of tap row tid / 128 of each step.
+  const int bp = tid % kIgBM, bh = tid / kIgBM;
+  int32_t bj;
+  const int32_t bbase = tl.pixel_base(bp, bj);
+  const int32_t blow = rp.xmis + static_cast<int32_t>(row_x[bj]) - p.pW;
+  // Words 4-7 of the row (taps 8-15) past the row's S taps (S >= 8: the first eight always exist).
+  uint32_t bmask[4];
+  AK_UNROLL for (int k = 0; k < 4; ++k)
+    bmask[k] = (8 + 2 * k < p.S ? 0x0000ffffu : 0u) | (9 + 2 * k < p.S ? 0xffff0000u : 0u);
+  // ldmatrix.x4 rows of this lane. A: pixels 0-7 / 8-15 of the m16 tile x taps 0-7 / 8-15 (a[0],
+  // a[1], a[2], a[3]); B: channels 0-7 / 8-15 of n8 tiles 2jj, 2jj + 1 x taps 0-7 / 8-15.
+  const int a_row = (wm * 32 + ((lane / 8) % 2) * 8 + lane % 8) * kARow + (lane / 16) * 8;
   const int b_row = (wn * (BN / 2) + (lane / 16) * 8 + lane % 8) * kBRow + ((lane / 8) % 2) * 8;
 
-  const sptr<D> xs0 = pool, bs0 = pool + 2 * kXsBuf;
+  const sptr<D> xs0 = pool, bs0 = pool + 2 * kXsBuf, as = pool + 2 * (kXsBuf + kBsBuf);
   const RsStager<D, V> stager(rp, tl, row_x, row_ih);
   // The weight tile: BN rows of TR * 16 taps, 16-byte chunks; chunk tid (and tid + 256 for the
   // 96-wide tile's last 128).
@@ -606,7 +617,7 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_fwd_rows_mma(RsParams rp) 
     b_src[u] = gptr_cast<const D>(p.w) + (static_cast<int64_t>(k0 + row) * rp.wpitch + c8);
     b_dst[u] = row * kBRow + c8;
   }
-  RsTapRow stage_tap, mma_tap;
+  RsTapRow stage_tap, build_tap;
   typename RsStager<D, V>::Held held[TR];
   auto stage = [&](int st) {
     const int buf = st & 1;
@@ -628,21 +639,34 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_fwd_rows_mma(RsParams rp) 
   const int steps = (rp.CR + TR - 1) / TR;
   stage(0);
   for (int st = 0; st < steps; ++st) {
+    const int rows = rp.CR - st * TR < TR ? rp.CR - st * TR : TR;
     cp_async_wait_all();
     AK_UNROLL for (int tr = 0; tr < TR; ++tr)
-      if (st * TR + tr < rp.CR) stager.finish(xs0 + ((st & 1) * kXsBuf + tr * kRsStage16), held[tr]);
-    __syncthreads();  // step st staged by all; step st - 1's buffers no longer read
+      if (tr < rows) stager.finish(xs0 + ((st & 1) * kXsBuf + tr * kRsStage16), held[tr]);
+    __syncthreads();  // step st staged by all; step st - 1's buffers and im2col tile no longer read
     if (st + 1 < steps) stage(st + 1);
-    const sptr<const D> xs = xs0 + (st & 1) * kXsBuf, bs = bs0 + (st & 1) * kBsBuf;
+    {
+      RsTapRow tap = build_tap;
+      if (bh == 1) tap.next(p);
+      if (bh < rows) {
+        const sptr<const D> src =
+            xs0 + ((st & 1) * kXsBuf + bh * kRsStage16 + bbase + rs_phase<D, V>(blow + tap.off));
+        uint32_t w[8];
+        AK_UNROLL for (int k = 0; k < 8; ++k) w[k] = ak_load<uint32_t>(src + 2 * k);
+        AK_UNROLL for (int k = 0; k < 4; ++k) w[4 + k] &= bmask[k];
+        const sptr<D> dst = as + (bh * kIgBM + bp) * kARow;
+        ak_store<uint4>(dst, make_uint4(w[0], w[1], w[2], w[3]));
+        ak_store<uint4>(dst + 8, make_uint4(w[4], w[5], w[6], w[7]));
+      }
+      build_tap.next(p);
+      build_tap.next(p);
+    }
+    __syncthreads();  // im2col tile built
+    const sptr<const D> bs = bs0 + (st & 1) * kBsBuf;
     AK_UNROLL for (int tr = 0; tr < TR; ++tr) {
-      if (st * TR + tr < rp.CR) {
-        const sptr<const D> row = xs + tr * kRsStage16;
+      if (tr < rows) {
         uint32_t a[2][4], b[NT][2];
-        AK_UNROLL for (int i = 0; i < 2; ++i) AK_UNROLL for (int h = 0; h < 2; ++h) {
-          const int e = abase[i][h] + rs_phase<D, V>(alow[i][h] + mma_tap.off);
-          a[i][h] = ak_load<uint32_t>(row + e);
-          a[i][2 + h] = ak_load<uint32_t>(row + (e + 8)) & mhi;
-        }
+        AK_UNROLL for (int i = 0; i < 2; ++i) ldmatrix<4, false>(a[i], as + (tr * kIgBM * kARow + i * 16 * kARow + a_row));
         AK_UNROLL for (int jj = 0; jj < NT / 2; ++jj) {
           uint32_t r4[4];
           ldmatrix<4, false>(r4, bs + (b_row + jj * 16 * kBRow + tr * 16));
@@ -653,12 +677,12 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_fwd_rows_mma(RsParams rp) 
         }
         AK_UNROLL for (int i = 0; i < 2; ++i) AK_UNROLL for (int j = 0; j < NT; ++j) mma_m16n8k16<T>(acc[i][j], a[i], b[j]);
       }
-      mma_tap.next(p);
     }
   }
 
   // Epilogue: bias (once per channel), ReLU, the tile through shared memory, 16-byte stores.
   __syncthreads();  // the pool is the output tile now
+  const int g = lane / 4;
   float bias[NT][2];
   AK_UNROLL for (int j = 0; j < NT; ++j) AK_UNROLL for (int e = 0; e < 2; ++e) {
     const int k = k0 + wn * (BN / 2) + j * 8 + 2 * t + e;

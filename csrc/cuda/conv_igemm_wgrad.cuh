@@ -82,9 +82,11 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm(WgParams w) {
   const IgTap tap = t_valid ? ig_tap(p, my_q) : IgTap{0, 0, 0};
   const int32_t t_off = tap.off, t_r = tap.r, t_s = tap.s;
 
-  float acc[8][2 * J], dbacc[2 * J];
+  float acc[8][2 * J];
   AK_UNROLL for (int i = 0; i < 8; ++i) AK_UNROLL for (int j = 0; j < 2 * J; ++j) acc[i][j] = 0.f;
-  AK_UNROLL for (int j = 0; j < 2 * J; ++j) dbacc[j] = 0.f;
+  // The bias gradient: thread tid < BN sums channel k0 + tid of each step's G tile (one sum per
+  // channel, not one per thread sharing it: the registers go to the FMA tile).
+  float dbacc = 0.f;
 
   float a_reg[8], g_reg[2 * J];
   auto gather = [&](int step) {
@@ -142,8 +144,8 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm(WgParams w) {
           gv[2 * j + 1] = gg.y;
         }
         AK_UNROLL for (int i = 0; i < 8; ++i) AK_UNROLL for (int j = 0; j < 2 * J; ++j) acc[i][j] = fmaf(a[i], gv[j], acc[i][j]);
-        if (bias_block) AK_UNROLL for (int j = 0; j < 2 * J; ++j) dbacc[j] += gv[j];
       }
+      if (bias_block && tid < BN) AK_UNROLL for (int pm = 0; pm < kWgBM; ++pm) dbacc += Gs[pm][tid];
       __syncthreads();
       if (more) {
         stash();
@@ -159,8 +161,8 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_wgrad_igemm(WgParams w) {
     // Qpad is a multiple of kWgBQ here: every tile column exists (taps >= Q hold zeros).
     ak_store<float4>(row + tx * 4, make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]));
     ak_store<float4>(row + (64 + tx * 4), make_float4(acc[4][j], acc[5][j], acc[6][j], acc[7][j]));
-    if (bias_block && tx == 0) w.dbpart[static_cast<int64_t>(blockIdx.x) * w.Kpad + k] = dbacc[j];
   }
+  if (bias_block && tid < BN) w.dbpart[static_cast<int64_t>(blockIdx.x) * w.Kpad + k0 + tid] = dbacc;
 }
 
 // ---------------------------------------------------------------------------------------------
