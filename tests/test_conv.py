@@ -212,7 +212,7 @@ def test_cpu_gemm_conv1_shapes(case, threads):
 
 
 def test_cpu_non_finite():
-    """inf and NaN in x reach exactly the outputs (and weight-gradient entries) torch's do."""
+    """inf and NaN in x reach exactly the outputs whose window holds them (the GEMM path)."""
     case = CASES[1]
     x, w, b = make(case, "cpu")
     x[0, 1, 100, 37] = float("inf")

@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "../conv_host.h"
@@ -25,11 +26,12 @@
 namespace alexnet_kernels {
 namespace {
 
-// dst[s] = src[s] for s < S: with kS > 0 (S == kS) a fixed-length copy the compiler unrolls.
+// dst[s] = src[s] for s < S: with kS > 0 (S == kS) a fixed-length memcpy, which the compiler
+// turns into a few vector moves (an element loop stays scalar: dst and src might alias).
 template <int kS, typename T>
-inline void copy_taps(T* dst, const T* src, int64_t S) {
+inline void copy_taps(T* __restrict__ dst, const T* __restrict__ src, int64_t S) {
   if constexpr (kS > 0) {
-    for (int s = 0; s < kS; ++s) dst[s] = src[s];
+    std::memcpy(dst, src, kS * sizeof(T));
   } else {
     for (int64_t s = 0; s < S; ++s) dst[s] = src[s];
   }

@@ -613,7 +613,8 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_fwd_rows_mma(RsParams rp) 
   gptr<const D> b_src[kBPer];
   int32_t b_dst[kBPer];
   AK_UNROLL for (int u = 0; u < kBPer; ++u) {
-    const int i = tid + u * kIgThreads, row = i / (TR * 2), c8 = (i % (TR * 2)) * 8;
+    // (Chunks past the tile's, never copied, point at its last: every pointer stays in the tensor.)
+    const int i = ak_min(tid + u * kIgThreads, kBChunks - 1), row = i / (TR * 2), c8 = (i % (TR * 2)) * 8;
     b_src[u] = gptr_cast<const D>(p.w) + (static_cast<int64_t>(k0 + row) * rp.wpitch + c8);
     b_dst[u] = row * kBRow + c8;
   }
@@ -754,7 +755,8 @@ __global__ void __launch_bounds__(kIgThreads, 2) conv_fwd_rows_f32(RsParams rp) 
   AK_UNROLL for (int u = 0; u < kBPer; ++u) {
     const int i = tid + u * kIgThreads, kq = i / kBRowChunks, c4 = (i % kBRowChunks) * 4;
     b_tap[u] = kq;
-    b_src[u] = gptr_cast<const float>(p.w) + (static_cast<int64_t>(kq) * rp.wpitch + k0 + c4);
+    // (Taps past a step's 2S, never copied, point at its last: every pointer stays in the tensor.)
+    b_src[u] = gptr_cast<const float>(p.w) + (static_cast<int64_t>(ak_min(kq, 2 * p.S - 1)) * rp.wpitch + k0 + c4);
     b_dst[u] = kq * BN + c4;
   }
   const int64_t b_step = static_cast<int64_t>(TR) * p.S * rp.wpitch;  // a step's taps

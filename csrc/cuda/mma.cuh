@@ -100,8 +100,8 @@ struct Vec16<uint16_t> {
 // cp_async_wait_all(); under the emulator it is done at once.
 template <typename E>
 __device__ __forceinline__ void cp_async16(sptr<E> dst, gptr<const E> src, int n = 16 / sizeof(E)) {
-  constexpr int V = 16 / sizeof(E);
 #ifdef AK_EMULATE_CUDA
+  constexpr int V = 16 / sizeof(E);
 #ifndef AK_EMU_CHECKED_MEMORY
   // The GPU faults on a misaligned cp.async; the CPU would not notice.
   if (reinterpret_cast<uintptr_t>(&dst[0]) % 16 != 0 || reinterpret_cast<uintptr_t>(&src[0]) % 16 != 0) {
