@@ -1,28 +1,22 @@
-"""2-D convolution with an optional fused ReLU, as the custom op alexnet_kernels::conv2d.
+"""2-D convolution with an optional fused ReLU, as the custom op alexnet_kernels::conv2d: the Python
+entry point, the fake kernels and autograd.
 
-Kernels: csrc/cuda/conv_cuda.cu and csrc/cpu/conv_cpu.cpp.
+Kernels (docs/conv.md has their tilings, costs and measurements):
 
-* CUDA, fp32 / bf16 / fp16 with C*R*S <= 1024 taps (AlexNet's conv1: 363): an implicit GEMM that
-  gathers the im2col tiles into shared memory (csrc/cuda/conv_igemm.cuh). Forward on the FP32
-  pipes for fp32 (never TF32) and on the tensor cores (mma.sync, fp32 accumulation) for bf16 /
-  fp16, bias and ReLU fused; the weight and bias gradients as the same GEMM reduced over pixels
-  in deterministic chunks (fp32 partials summed in fp64), again on the tensor cores for bf16 /
-  fp16. Without a GPU, tests/test_conv_emulated.py runs these very kernels on the CPU under an
-  emulator of CUDA threads, barriers and mma.sync (tests/cuda_emu/), against F.conv2d: their
-  indexing is checked there. Their speed, and the GPU's own mma.sync, are checked by
-  tests/test_conv.py's CUDA tests and bench/bench_conv.py, which wait for bench/gpu_check.sh.
-* Everything else -- fp64, more taps, the input gradient, and every CPU pass -- runs the direct
-  element functions of csrc/conv.h: one thread (or CPU task) per output element, correct for
-  every shape, not fast.
-
-The models keep F.conv2d for now. This file holds the Python entry point, the fake kernels and
-autograd.
+* CPU (csrc/cpu/conv_cpu.cpp): im2col packing into GEMMs (at::mm) for the forward, the weight
+  and bias gradients and the input gradient, images spread over threads; fp16 / bf16 in fp32.
+* CUDA (csrc/cuda/conv_cuda.cu), fp32 / bf16 / fp16 with C*R*S <= 1024 taps: implicit GEMMs
+  (csrc/cuda/conv_igemm*.cuh), fp32 on the FP32 pipes (never TF32), bf16 / fp16 on the tensor
+  cores; conv1's shapes take kernels that stage input rows in shared memory. The weight and bias
+  gradients are the same GEMM reduced over pixels. Elsewhere (fp64, more taps, the input
+  gradient) the direct reference kernels of csrc/conv.h. tests/test_conv_emulated.py runs the
+  CUDA kernels on the CPU under an emulator.
 
 Autograd saves the input and the weight (the weight gradient needs the input; the input
 gradient, computed only when the input requires it, needs the weight) and, with relu=True, the
 output for the ReLU mask.
 """
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 
@@ -30,13 +24,13 @@ from .max_pool import _pair
 
 __all__ = ["conv2d"]
 
-IntOrPair = Union[int, Sequence[int]]
+IntOrPair = int | Sequence[int]
 
 
 def conv2d(
     input: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
+    bias: torch.Tensor | None = None,
     stride: IntOrPair = 1,
     padding: IntOrPair = 0,
     *,
@@ -110,7 +104,7 @@ def _setup_context(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, grad) -> Tuple:
+def _backward(ctx, grad) -> tuple:
     input, weight, output = ctx.saved_tensors
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
     stride, padding, relu = ctx.params

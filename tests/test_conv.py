@@ -1,12 +1,14 @@
-"""alexnet_kernels.conv2d (the reference kernels) against torch.nn.functional.conv2d."""
+"""alexnet_kernels.conv2d against torch.nn.functional.conv2d: the CPU GEMM kernels (csrc/cpu/conv_cpu.cpp)
+everywhere, the CUDA kernels (implicit GEMM, row-staged and gather, and the reference kernels) on a
+GPU."""
 import pytest
 import torch
 import torch.nn.functional as F
-
-import alexnet_kernels as ak
 from helpers import DEVICES, layouts, poison, rel_err, requires_cuda
 
-# Relative norm error against float64 (issue 3): fp32 1e-5, bf16/fp16 1e-2.
+import alexnet_kernels as ak
+
+# Relative norm error against float64: fp32 1e-5, bf16/fp16 1e-2.
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 # (input shape, out channels, kernel, stride, padding)
@@ -83,8 +85,11 @@ def test_half_precision(device, dtype):
 
 # The CUDA implicit-GEMM forward (csrc/cuda/conv_cuda.cu) at the filter counts its tiles are
 # built for (96: 96-wide tiles; 64: 64-wide; 100: two 64-wide tiles, the second masked), batches
-# that leave the last 128-pixel tile part empty, both layouts and a strided input. fp32 at 1e-5
-# also proves no TF32 crept in (TF32 alone is ~1e-3).
+# that leave the last 128-pixel tile part empty, both layouts and a strided input. conv1's shapes
+# take the row-staged kernels (no padding: paper; padding: torchvision), the fifth case takes them
+# in fp32 only (an odd column stride sends bf16 / fp16 to the gather kernels), the last the
+# gather kernels (a small output plane). fp32 at 1e-5 also proves no TF32 crept in (TF32 alone is
+# ~1e-3).
 FAST_CASES = [
     ((3, 3, 227, 227), 96, 11, 4, 0),     # paper conv1
     ((128, 3, 227, 227), 96, 11, 4, 0),   # paper conv1, the benchmark's batch
@@ -95,6 +100,16 @@ FAST_CASES = [
 ]
 
 
+def misaligned(x, shift):
+    """x's values in a view whose data pointer is `shift` elements past 16-byte alignment (the
+    row-staged kernels copy rows by 16-byte chunks where the alignment allows, element by element
+    elsewhere)."""
+    storage = torch.full((x.numel() + 8,), float("nan"), dtype=x.dtype, device=x.device)
+    view = storage[shift:shift + x.numel()].view_as(x)
+    view.copy_(x)
+    return view
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the implicit-GEMM path is CUDA-only: runs on the device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", FAST_CASES, ids=ids)
@@ -102,7 +117,7 @@ def test_fast_forward_cuda(case, dtype):
     x, w, b = make(case, "cuda", dtype)
     for relu in (False, True):
         ref = reference(x, w, b, case, relu)
-        for name, xl in layouts(x):
+        for name, xl in layouts(x) + [("offset1", misaligned(x, 1)), ("offset3", misaligned(x, 3))]:
             poison("cuda", 4 * ref.numel() * ref.element_size())
             y = ak.conv2d(xl, w, b, case[3], case[4], relu=relu)
             assert y.dtype == dtype and y.shape == ref.shape and not y.isnan().any(), name
@@ -111,14 +126,17 @@ def test_fast_forward_cuda(case, dtype):
         assert yl.is_contiguous(memory_format=torch.channels_last)
         assert rel_err(yl, reference(x, w, None, case, relu)) < TOL[dtype]
         # Weight and bias gradients (the implicit GEMM's reduction over pixels), conv1's case: the
-        # input needs no gradient.
-        w64, b64 = w.double().requires_grad_(), b.double().requires_grad_()
-        ref = reference(x, w64, b64, case, relu)
+        # input needs no gradient. The backward masks by the forward output (y > 0); at batch 128
+        # some of the 37M outputs lie within rounding of 0, where float64's sign may differ, so
+        # the reference takes its mask from our y.
         g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2)).to("cuda", dtype)
-        ref.backward(g.double())
         for name, xl in layouts(x)[:2]:
             wl, bl = w.clone().requires_grad_(), b.clone().requires_grad_()
-            ak.conv2d(xl, wl, bl, case[3], case[4], relu=relu).backward(g.contiguous(memory_format=xl_format(xl)))
+            y = ak.conv2d(xl, wl, bl, case[3], case[4], relu=relu)
+            w64, b64 = w.double().requires_grad_(), b.double().requires_grad_()
+            pre = reference(x, w64, b64, case, False)
+            pre.backward((g * (y > 0)).double() if relu else g.double())
+            y.backward(g.contiguous(memory_format=xl_format(xl)))
             assert rel_err(wl.grad, w64.grad) < TOL[dtype], (name, relu)
             assert rel_err(bl.grad, b64.grad) < TOL[dtype], (name, relu)
 
@@ -138,9 +156,72 @@ def test_fast_forward_weight_at_odd_offset_cuda(dtype):
     assert rel_err(y, ref) < TOL[dtype]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the implicit-GEMM path is CUDA-only: runs on the device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_forward_non_finite_cuda(dtype):
+    """An inf in x reaches exactly the outputs whose window holds it (the bf16 kernel reads 16 taps
+    per 11-tap row and must zero the 5 extra: a neighbour's inf there would make 0 * inf = NaN)."""
+    case = FAST_CASES[0]
+    x, w, b = make(case, "cuda", dtype)
+    x[1, 1, 100, 37] = float("inf")
+    x[2, 0, 5, 200] = float("-inf")
+    ref = reference(x, w, b, case, False)
+    y = ak.conv2d(x, w, b, case[3], case[4]).double()
+    assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf())
+    fin = ref.isfinite()
+    assert rel_err(y[fin], ref[fin]) < TOL[dtype]
+
+
 def xl_format(t):
     cl = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
     return torch.channels_last if cl else torch.contiguous_format
+
+
+# The CPU kernels' GEMM path at conv1's shapes: a batch of at least as many images as threads (one
+# image per task, single-threaded GEMMs), a single image (the GEMM's own threads); each image in
+# slices of 1444 pixels (2^19 im2col elements / 363 taps), the last one partial.
+CPU_GEMM_CASES = [
+    ((4, 3, 227, 227), 96, 11, 4, 0),
+    ((1, 3, 224, 224), 64, 11, 4, 2),
+    ((2, 3, 320, 320), 8, 11, 4, 1),
+]
+
+
+@pytest.mark.parametrize("case", CPU_GEMM_CASES, ids=ids)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_gemm_conv1_shapes(case, threads):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x, w, b = make(case, "cpu")
+        xl, wl, bl = (t.clone().requires_grad_() for t in (x, w, b))
+        y = ak.conv2d(xl, wl, bl, case[3], case[4], relu=True)
+        x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
+        pre = reference(x64, w64, b64, case, False)
+        assert rel_err(y, torch.relu(pre)) < TOL[torch.float32]
+        # The backward masks by the forward output it is given (y > 0, as torch.relu's backward):
+        # among a million outputs some lie within fp32 rounding of 0, where float64's sign may
+        # differ, so the reference takes its mask from y too.
+        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+        pre.backward((g * (y > 0)).double())
+        y.backward(g)
+        for got, want in ((xl.grad, x64.grad), (wl.grad, w64.grad), (bl.grad, b64.grad)):
+            assert rel_err(got, want) < TOL[torch.float32]
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_cpu_non_finite():
+    """inf and NaN in x reach exactly the outputs whose window holds them (the GEMM path)."""
+    case = CASES[1]
+    x, w, b = make(case, "cpu")
+    x[0, 1, 100, 37] = float("inf")
+    x[1, 0, 5, 200] = float("nan")
+    ref = reference(x, w, b, case, False)
+    y = ak.conv2d(x, w, b, case[3], case[4]).double()
+    assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf())
+    fin = ref.isfinite()
+    assert rel_err(y[fin], ref[fin]) < TOL[torch.float32]
 
 
 @pytest.mark.parametrize("case", CASES[2:], ids=ids)

@@ -1,15 +1,364 @@
-// CPU kernels of alexnet_kernels::conv2d and conv2d_backward: the direct element functions of
-// conv.h in an at::parallel_for. Correct and parallel, not fast.
+// CPU kernels of alexnet_kernels::conv2d and conv2d_backward: im2col packing into GEMMs (at::mm,
+// which is MKL's sgemm / dgemm in torch's CPU builds).
+//
+//   forward:        y_n[K, P]  = W[K, Q] . cols_n[P, Q]^T   (+ bias, ReLU on the block just written)
+//   weight grad:    dW[K, Q]  += G_n[K, P] . cols_n[P, Q]    (per image in the GEMM, summed in fp64)
+//   input grad:     dcols[P, Q] = G_n[K, P]^T . W[K, Q], then col2im adds it into dx_n
+// P = the output pixels of one image (or a slice of them, so that cols stays within a few MB),
+// Q = C * R * S taps in (c, r, s) order, G = grad masked by y > 0 with relu. cols_n is packed
+// pixel-major: for each pixel and (c, r), the S taps are one contiguous run of an input row
+// (a copy, no gather), and the GEMM reads it transposed. Images are spread over threads, each
+// running single-threaded GEMMs (MKL does not nest inside an OpenMP parallel region); with fewer
+// images than threads, one image at a time with the GEMM's own threads.
+//
+// fp16 / bf16 compute in fp32 (as the reference: fp32 accumulation, one rounding at the end).
+// The direct kernels of conv.h are not used here; they stay the CUDA fallback and the oracle.
 #include <torch/library.h>
 
-#include "../conv.h"
-#include "runner.h"
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../conv_host.h"
 
 namespace alexnet_kernels {
+namespace {
+
+// dst[s] = src[s] for s < S: with kS > 0 (S == kS) a fixed-length memcpy, which the compiler
+// turns into a few vector moves (an element loop stays scalar: dst and src might alias).
+template <int kS, typename T>
+inline void copy_taps(T* __restrict__ dst, const T* __restrict__ src, int64_t S) {
+  if constexpr (kS > 0) {
+    std::memcpy(dst, src, kS * sizeof(T));
+  } else {
+    for (int64_t s = 0; s < S; ++s) dst[s] = src[s];
+  }
+}
+
+// cols[i, (c, r, s)] = x[n, c, oh*sH - pH + r, ow*sW - pW + s] for the P pixels from p0 of image n
+// (0 outside the image). kS: S when it is 11 (conv1), else 0.
+template <int kS, typename T>
+void im2col_s(const T* x, const Strides4& xs, const ConvGeom& g, int64_t n, int64_t p0, int64_t P, T* cols) {
+  const int64_t Q = g.C * g.R * g.S;
+  int64_t oh = p0 / g.OW, ow = p0 % g.OW;
+  const T* xn = x + n * xs.n;
+  for (int64_t i = 0; i < P; ++i) {
+    T* dst = cols + i * Q;
+    const int64_t h0 = oh * g.sH - g.pH, w0 = ow * g.sW - g.pW;
+    const bool run = xs.w == 1 && w0 >= 0 && w0 + g.S <= g.W;  // the row's S taps are contiguous
+    for (int64_t c = 0; c < g.C; ++c) {
+      for (int64_t r = 0; r < g.R; ++r, dst += g.S) {
+        const int64_t h = h0 + r;
+        if (h < 0 || h >= g.H) {
+          std::fill(dst, dst + g.S, T(0));
+          continue;
+        }
+        const T* src = xn + c * xs.c + h * xs.h;
+        if (run) {
+          copy_taps<kS>(dst, src + w0, g.S);
+        } else {
+          for (int64_t s = 0; s < g.S; ++s) {
+            const int64_t w = w0 + s;
+            dst[s] = w >= 0 && w < g.W ? src[w * xs.w] : T(0);
+          }
+        }
+      }
+    }
+    if (++ow == g.OW) {
+      ow = 0;
+      ++oh;
+    }
+  }
+}
+
+template <typename T>
+void im2col(const T* x, const Strides4& xs, const ConvGeom& g, int64_t n, int64_t p0, int64_t P, T* cols) {
+  if (g.S == 11) im2col_s<11>(x, xs, g, n, p0, P, cols);
+  else im2col_s<0>(x, xs, g, n, p0, P, cols);
+}
+
+// dx[n, c, oh*sH - pH + r, ow*sW - pW + s] += dcols[i, (c, r, s)] over the P pixels from p0 (the
+// inverse of im2col; in-bounds taps only).
+template <typename T>
+void col2im_add(const T* dcols, const ConvGeom& g, int64_t n, int64_t p0, int64_t P, T* dx, const Strides4& ds) {
+  const int64_t Q = g.C * g.R * g.S;
+  int64_t oh = p0 / g.OW, ow = p0 % g.OW;
+  T* dn = dx + n * ds.n;
+  for (int64_t i = 0; i < P; ++i) {
+    const T* src = dcols + i * Q;
+    const int64_t h0 = oh * g.sH - g.pH, w0 = ow * g.sW - g.pW;
+    const bool run = ds.w == 1 && w0 >= 0 && w0 + g.S <= g.W;
+    for (int64_t c = 0; c < g.C; ++c) {
+      for (int64_t r = 0; r < g.R; ++r, src += g.S) {
+        const int64_t h = h0 + r;
+        if (h < 0 || h >= g.H) continue;
+        T* dst = dn + c * ds.c + h * ds.h;
+        if (run) {
+          T* d0 = dst + w0;
+          for (int64_t s = 0; s < g.S; ++s) d0[s] += src[s];
+        } else {
+          for (int64_t s = 0; s < g.S; ++s) {
+            const int64_t w = w0 + s;
+            if (w >= 0 && w < g.W) dst[w * ds.w] += src[s];
+          }
+        }
+      }
+    }
+    if (++ow == g.OW) {
+      ow = 0;
+      ++oh;
+    }
+  }
+}
+
+// Pixels per GEMM: slices of an image whose cols hold at most 2^19 elements (2 MB in fp32: conv1's
+// 363 taps x 1444 pixels), so that the packed slice is still in cache when the GEMM reads it.
+// (Measured on the 2-core development machine: 2^18 and 2^19 alike, 2^21 -- a whole conv1 image
+// -- up to 1.4x slower.)
+int64_t pixel_slice(const ConvGeom& g) {
+  const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW;
+  return std::max<int64_t>(1, std::min<int64_t>(pix, (int64_t(1) << 19) / Q));
+}
+
+// Runs body(n, thread-local scratch) for every image: spread over threads when there are at
+// least as many images as threads (single-threaded GEMMs), else one at a time.
+template <typename Body>
+void for_each_image(int64_t N, const Body& body) {
+  if (N >= at::get_num_threads() && N > 1) {
+    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) body(n);
+    });
+  } else {
+    for (int64_t n = 0; n < N; ++n) body(n);
+  }
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, const ConvGeom& g,
+                  bool relu, at::Tensor& y) {
+  const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW, P = pixel_slice(g);
+  const at::Tensor w2 = w.contiguous().view({g.K, Q});
+  const at::Tensor bias = b.has_value() ? b->contiguous() : at::Tensor();
+  const T* bp = b.has_value() ? bias.const_data_ptr<T>() : nullptr;
+  const T* xp = x.const_data_ptr<T>();
+  const Strides4 xs = strides4(x);
+  const bool cl = conv_channels_last(y);
+  for_each_image(g.N, [&](int64_t n) {
+    at::Tensor cols = at::empty({P, Q}, x.options().memory_format(at::MemoryFormat::Contiguous));
+    // y[n] as [K, pix] (NCHW) or [pix, K] (channels_last), both dense.
+    const at::Tensor yn = cl ? y.select(0, n).permute({1, 2, 0}).view({pix, g.K}) : y.select(0, n).view({g.K, pix});
+    for (int64_t p0 = 0; p0 < pix; p0 += P) {
+      const int64_t pc = std::min(P, pix - p0);
+      im2col(xp, xs, g, n, p0, pc, cols.mutable_data_ptr<T>());
+      const at::Tensor cv = cols.narrow(0, 0, pc);
+      if (cl) {
+        at::Tensor out = yn.narrow(0, p0, pc);  // [pc, K]
+        at::mm_out(out, cv, w2.t());
+        T* o = out.mutable_data_ptr<T>();
+        for (int64_t i = 0; i < pc; ++i) {
+          T* row = o + i * g.K;
+          for (int64_t k = 0; k < g.K; ++k) {
+            const T v = bp ? row[k] + bp[k] : row[k];
+            row[k] = relu && v < T(0) ? T(0) : v;  // NaN passes, as torch.relu
+          }
+        }
+      } else {
+        at::Tensor out = yn.narrow(1, p0, pc);  // [K, pc], rows pix apart
+        at::mm_out(out, w2, cv.t());
+        T* o = out.mutable_data_ptr<T>();
+        for (int64_t k = 0; k < g.K; ++k) {
+          T* row = o + k * pix;
+          const T bk = bp ? bp[k] : T(0);
+          for (int64_t i = 0; i < pc; ++i) {
+            const T v = row[i] + bk;
+            row[i] = relu && v < T(0) ? T(0) : v;
+          }
+        }
+      }
+    }
+  });
+}
+
+at::Tensor conv2d_forward_cpu(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b,
+                              at::IntArrayRef stride, at::IntArrayRef padding, bool relu) {
+  // The ATen calls below (GEMMs, copies) are this op's internals: no autograd on them.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const ConvGeom g = conv_geom(x, w, b, stride, padding);
+  at::Tensor y = at::empty({g.N, g.K, g.OH, g.OW}, x.options().memory_format(conv_format(x)));
+  if (y.numel() == 0) return y;
+  if (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) {
+    const c10::optional<at::Tensor> bf = b.has_value() ? c10::optional<at::Tensor>(b->to(at::kFloat)) : c10::nullopt;
+    at::Tensor yf = at::empty(y.sizes(), y.options().dtype(at::kFloat).memory_format(conv_format(x)));
+    forward_impl<float>(x.to(at::kFloat), w.to(at::kFloat), bf, g, relu, yf);
+    y.copy_(yf);
+    return y;
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d", [&] { forward_impl<scalar_t>(x, w, b, g, relu, y); });
+  return y;
+}
+
+// dst[i] = relu && y[i] <= 0 ? 0 : g[i] (torch.relu's backward: NaN passes) for i < n, and the
+// sum of dst in eight interleaved partial sums (a loop the compiler vectorizes), returned in fp64.
+template <typename T>
+double masked_copy_sum(T* dst, const T* g, const T* y, int64_t n) {
+  T part[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) {
+      const T v = y != nullptr && y[i + l] <= T(0) ? T(0) : g[i + l];
+      dst[i + l] = v;
+      part[l] += v;
+    }
+  }
+  double sum = 0;
+  for (; i < n; ++i) {
+    const T v = y != nullptr && y[i] <= T(0) ? T(0) : g[i];
+    dst[i] = v;
+    sum += static_cast<double>(v);
+  }
+  for (int l = 0; l < 8; ++l) sum += static_cast<double>(part[l]);
+  return sum;
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w, const at::Tensor& y,
+                   const ConvGeom& g, bool relu, std::array<bool, 3> mask, at::Tensor& dx, at::Tensor& dw,
+                   at::Tensor& db) {
+  const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW, P = pixel_slice(g);
+  const at::Tensor w2 = w.contiguous().view({g.K, Q});
+  const T* xp = x.const_data_ptr<T>();
+  const T* gp = grad.const_data_ptr<T>();
+  const T* yp = relu ? y.const_data_ptr<T>() : nullptr;
+  const Strides4 xs = strides4(x), gs = strides4(grad), ys = relu ? strides4(y) : Strides4{0, 0, 0, 0};
+  // A dense plane (NCHW) makes each channel's pixels one run of g (and y).
+  const bool g_run = gs.w == 1 && gs.h == g.OW && (!relu || (ys.w == 1 && ys.h == g.OW));
+  if (mask[0]) dx.zero_();
+  // fp64 accumulators of dW and db, one per thread: each image's GEMMs sum its pixels in T, the
+  // images are summed here (the long reduction of conv1's weight gradient).
+  const int threads = at::get_num_threads();
+  std::vector<std::vector<double>> acc_w(mask[1] ? threads : 0), acc_b(mask[2] ? threads : 0);
+  auto opts = x.options().memory_format(at::MemoryFormat::Contiguous);
+  for_each_image(g.N, [&](int64_t n) {
+    const int t = at::get_thread_num();
+    at::Tensor gm = at::empty({g.K, P}, opts), cols, part, dcols;
+    if (mask[1]) {
+      cols = at::empty({P, Q}, opts);
+      part = at::empty({g.K, Q}, opts);
+      if (acc_w[t].empty()) acc_w[t].assign(g.K * Q, 0.0);
+    }
+    if (mask[2] && acc_b[t].empty()) acc_b[t].assign(g.K, 0.0);
+    if (mask[0]) dcols = at::empty({P, Q}, opts);
+    for (int64_t p0 = 0; p0 < pix; p0 += P) {
+      const int64_t pc = std::min(P, pix - p0);
+      // G_n[k, i]: the gradient reaching the pre-activation, and its row sums (db).
+      T* gmp = gm.mutable_data_ptr<T>();
+      at::Tensor gv;
+      if (g_run && !relu && !mask[2]) {
+        gv = grad.select(0, n).view({g.K, pix}).narrow(1, p0, pc);  // g itself, rows pix apart
+      } else {
+        for (int64_t k = 0; k < g.K; ++k) {
+          T* row = gmp + k * pc;
+          double sum;
+          if (g_run) {
+            sum = masked_copy_sum(row, gp + n * gs.n + k * gs.c + p0, relu ? yp + n * ys.n + k * ys.c + p0 : nullptr, pc);
+          } else {
+            sum = 0;
+            int64_t oh = p0 / g.OW, ow = p0 % g.OW;
+            for (int64_t i = 0; i < pc; ++i) {
+              const T v = gp[gs.at(n, k, oh, ow)];
+              row[i] = relu && yp[ys.at(n, k, oh, ow)] <= T(0) ? T(0) : v;
+              sum += static_cast<double>(row[i]);
+              if (++ow == g.OW) {
+                ow = 0;
+                ++oh;
+              }
+            }
+          }
+          if (mask[2]) acc_b[t][k] += sum;
+        }
+        gv = gm.view({-1}).narrow(0, 0, g.K * pc).view({g.K, pc});
+      }
+      if (mask[1]) {
+        im2col(xp, xs, g, n, p0, pc, cols.mutable_data_ptr<T>());
+        // The image's slices summed in the GEMM (beta = 1 after the first).
+        if (p0 == 0) at::mm_out(part, gv, cols.narrow(0, 0, pc));
+        else part.addmm_(gv, cols.narrow(0, 0, pc));
+      }
+      if (mask[0]) {
+        at::Tensor dv = dcols.narrow(0, 0, pc);
+        at::mm_out(dv, gv.t(), w2);
+        col2im_add(dv.const_data_ptr<T>(), g, n, p0, pc, dx.mutable_data_ptr<T>(), strides4(dx));
+      }
+    }
+    if (mask[1]) {
+      const T* pp = part.const_data_ptr<T>();
+      double* aw = acc_w[t].data();
+      for (int64_t e = 0; e < g.K * Q; ++e) aw[e] += static_cast<double>(pp[e]);
+    }
+  });
+  if (mask[1]) {
+    std::vector<double> sum(g.K * Q, 0.0);
+    for (const auto& a : acc_w)
+      if (!a.empty())
+        for (int64_t e = 0; e < g.K * Q; ++e) sum[e] += a[e];
+    at::Tensor d2 = at::empty({g.K, Q}, opts);
+    T* dp = d2.mutable_data_ptr<T>();
+    for (int64_t e = 0; e < g.K * Q; ++e) dp[e] = static_cast<T>(sum[e]);
+    dw.copy_(d2.view(w.sizes()));
+  }
+  if (mask[2]) {
+    T* bp = db.mutable_data_ptr<T>();
+    for (int64_t k = 0; k < g.K; ++k) {
+      double s = 0;
+      for (const auto& a : acc_b)
+        if (!a.empty()) s += a[k];
+      bp[k] = static_cast<T>(s);
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& y,
+    at::IntArrayRef stride, at::IntArrayRef padding, bool relu, std::array<bool, 3> output_mask) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const ConvGeom g = conv_backward_geom(grad, x, w, y, stride, padding, relu);
+  at::Tensor dx = at::empty(output_mask[0] ? x.sizes() : at::IntArrayRef{0},
+                            x.options().memory_format(output_mask[0] ? conv_format(x) : at::MemoryFormat::Contiguous));
+  at::Tensor dw = at::empty(output_mask[1] ? w.sizes() : at::IntArrayRef{0},
+                            w.options().memory_format(output_mask[1] ? conv_format(w) : at::MemoryFormat::Contiguous));
+  at::Tensor db = at::empty({output_mask[2] ? g.K : 0}, w.options());
+  if (!(output_mask[0] || output_mask[1] || output_mask[2])) return {dx, dw, db};
+  if (g.N * g.OH * g.OW == 0) {  // nothing reduced: zero gradients
+    dx.zero_();
+    dw.zero_();
+    db.zero_();
+    return {dx, dw, db};
+  }
+  const at::Tensor ym = relu ? *y : at::Tensor();
+  if (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16) {
+    const auto f = at::kFloat;
+    at::Tensor dxf = output_mask[0] ? at::empty(dx.sizes(), dx.options().dtype(f).memory_format(conv_format(dx))) : dx;
+    at::Tensor dwf = output_mask[1] ? at::empty(dw.sizes(), dw.options().dtype(f).memory_format(conv_format(dw))) : dw;
+    at::Tensor dbf = output_mask[2] ? at::empty(db.sizes(), db.options().dtype(f)) : db;
+    backward_impl<float>(grad.to(f), x.to(f), w.to(f), relu ? ym.to(f) : ym, g, relu, output_mask, dxf, dwf, dbf);
+    if (output_mask[0]) dx.copy_(dxf);
+    if (output_mask[1]) dw.copy_(dwf);
+    if (output_mask[2]) db.copy_(dbf);
+    return {dx, dw, db};
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_backward", [&] {
+    backward_impl<scalar_t>(grad, x, w, ym, g, relu, output_mask, dx, dw, db);
+  });
+  return {dx, dw, db};
+}
+
+}  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_kernels, CPU, m) {
-  m.impl("conv2d", &conv2d_forward<CpuRunner>);
-  m.impl("conv2d_backward", &conv2d_backward<CpuRunner>);
+  m.impl("conv2d", &conv2d_forward_cpu);
+  m.impl("conv2d_backward", &conv2d_backward_cpu);
 }
 
 }  // namespace alexnet_kernels
