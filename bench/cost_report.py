@@ -215,8 +215,9 @@ def _blocks(instrs, start, end):
 
 def _matches(i, key):
     """Whether instruction i is of class `key`: an opcode ("STS": every STS) or an opcode with
-    its leading modifiers ("STS.128", "LDGSTS.E.BYPASS.128.ZFILL")."""
-    return i.op == key or i.op.startswith(key + ".")
+    its leading modifiers ("STS.128", "LDGSTS.E.BYPASS.128.ZFILL"). Never-executed instructions
+    (ptxas pads cp.async with "@!PT LDS RZ, [RZ]") do no work: they match nothing."""
+    return not i.guard.startswith("@!PT") and (i.op == key or i.op.startswith(key + "."))
 
 
 def region_path(instrs, start, end, loop, shortest=False, has=None):
@@ -358,6 +359,21 @@ def path_stats(path, spec):
         "local": hist.get("LDL", 0) + hist.get("STL", 0),
         "histogram": dict(hist.most_common()),
     }
+
+
+def blend_stats(a, b, share):
+    """Stats of a pass that `share` of the warps make as b and the rest as a (path_mix)."""
+    def mix(x, y):
+        if isinstance(x, dict) or isinstance(y, dict):
+            x, y = x or {}, y or {}
+            return {k: mix(x.get(k, 0), y.get(k, 0)) for k in dict.fromkeys([*x, *y])}
+        return (1 - share) * x + share * y
+    out = {k: mix(a[k], b[k]) for k in a}
+    out["histogram"] = dict(sorted(out["histogram"].items(), key=lambda kv: -kv[1]))
+    n = out["path_instructions"]
+    out["ffma_share"] = out["histogram"].get("FFMA", 0) / n if n else 0.0
+    out["hmma_share"] = out["histogram"].get("HMMA", 0) / n if n else 0.0
+    return out
 
 
 # ---- occupancy ------------------------------------------------------------------------------------
@@ -672,6 +688,10 @@ def analyse(spec, mangled, instrs, res, counts):
     r.occupancy = occupancy(res.get("reg", 0), res.get("shared", 0), int(spec.get("threads", 256)))
     try:
         r.loop = path_stats(hot_path(instrs, spec), spec)
+        if spec.get("path_mix"):
+            mix = spec["path_mix"]
+            other = path_stats(hot_path(instrs, {**spec, "path_has": mix["path_has"]}), spec)
+            r.loop = blend_stats(r.loop, other, float(mix["share"]))
     except LookupError as e:
         r.error = str(e)
         return r
@@ -752,7 +772,12 @@ def gather(with_counts=True):
 
 # ---- output ---------------------------------------------------------------------------------------
 def _ld(d):
-    return " ".join(f"{c}x{w * 8}" for w, c in d.items()) or "-"
+    return " ".join(f"{c:.3g}x{w * 8}" for w, c in d.items() if c) or "-"
+
+
+def _n(x):
+    """A count for the tables: whole where it is, else 3 significant digits (a path_mix blend)."""
+    return "-" if not x else f"{x:.4g}"
 
 
 def table(title, cols, rows):
@@ -779,11 +804,13 @@ def render(results, notes, recorded):
         kind = r.spec.get("loop", "innermost") + ("" if r.spec.get("path", "longest") == "longest" else ", shortest")
         if r.spec.get("inner_trips"):
             kind += f", inner x{r.spec['inner_trips']}"
-        rows.append([r.name, kind, L["path_instructions"], f"{r.spec['per_iteration']} {r.spec['element']}",
+        if r.spec.get("path_mix"):
+            kind += f", mix {r.spec['path_mix']['share']:g}"
+        rows.append([r.name, kind, _n(L["path_instructions"]), f"{r.spec['per_iteration']} {r.spec['element']}",
                      f"{L['instructions_per_element']:.3f}", f"{rec:.3f}" if rec else "-",
-                     f"{100 * L['ffma_share']:.0f}%", f"{100 * L['hmma_share']:.1f}%", L["mufu"],
-                     _ld(L["ldg"]), _ld(L["stg"]), L["ldgsts"] or "-", _ld(L["lds"]), _ld(L["sts"]), L["ldsm"] or "-",
-                     L["local"]])
+                     f"{100 * L['ffma_share']:.0f}%", f"{100 * L['hmma_share']:.1f}%", _n(L["mufu"]),
+                     _ld(L["ldg"]), _ld(L["stg"]), _n(L["ldgsts"]), _ld(L["lds"]), _ld(L["sts"]), _n(L["ldsm"]),
+                     _n(L["local"]) if L["local"] else 0])
     out.append(table(
         "Hot loop: one pass along the path cost_kernels.toml names (loads as count x bits)",
         ["kernel", "loop, path", "instr", "per pass", "instr/elem", "recorded", "FFMA", "HMMA", "MUFU", "LDG", "STG",
@@ -839,7 +866,7 @@ on the path x thread passes / (132 x 16 x 1.98 GHz); predicted = the largest; fl
 
 def figures(results):
     return {r.name: {"kernel": r.kernel, "instructions_per_element": round(r.loop["instructions_per_element"], 4),
-                     "path_instructions": r.loop["path_instructions"], "registers": r.resources.get("reg"),
+                     "path_instructions": round(r.loop["path_instructions"], 3), "registers": r.resources.get("reg"),
                      "stack": r.resources.get("stack"), "local": r.resources.get("local"),
                      "ldl_stl": r.local_instructions, "hot": bool(r.spec.get("hot")),
                      "known_spill": r.spec.get("known_spill"),

@@ -205,3 +205,11 @@ def test_hot_loop_choice_and_paths():
     three = cost_report.hot_path(instrs, {**spec, "path": "shortest", "path_has": {"STG": 1},
                                           "inner_has": "FFMA", "inner_trips": 3})
     assert len(three) == 8 + 2 * 3 and sum(i.base == "FFMA" for i in three) == 6
+    # the never-executed padding does no work: it cannot stand for a load the pass must make
+    with pytest.raises(LookupError, match="no path"):
+        cost_report.hot_path(instrs, {**spec, "path_has": {"LDS": 1}})
+    # path_mix: half the warps make the fast pass, half the slow one
+    slow_stats = cost_report.path_stats(longest, {"per_iteration": 1})
+    mixed = cost_report.blend_stats(slow_stats, stats, 0.5)
+    assert mixed["path_instructions"] == (11 + 8) / 2 and mixed["ldg"] == {4: (2 + 1) / 2}
+    assert mixed["histogram"]["FFMA"] == 2 and mixed["ffma_share"] == 2 / 9.5
