@@ -839,7 +839,8 @@ def render(results, notes, recorded):
             "CUDA emulator counts at a small shape (the same kernels and planning, run on the CPU)",
             ["kernel", "shape", "gld eff", "gld sect/req", "gst eff", "gst sect/req", "DRAM bytes", "DRAM/floor",
              "LDS ways", "STS ways", "mma", "mma useful", "ldmatrix", "warp-uniform"], rows))
-        out.append("eff = bytes requested / (sectors x 32); sect/req = 32-byte sectors per warp request; DRAM"
+        out.append("eff = bytes requested / (sectors x 32), above 1 where lanes load the same bytes; sect/req ="
+                   " 32-byte sectors per warp request; DRAM"
                    " bytes = unique sectors x 32 (each sector read or written once: the least DRAM traffic), over"
                    " the op's floor at that shape; ways = bank-conflict wavefronts per request phase (1:"
                    " conflict-free; ldmatrix included in LDS); mma useful = MACs / (mma x 2048).\n")
