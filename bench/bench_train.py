@@ -20,7 +20,7 @@ test_tower_streams times the paper variant's towers on one GPU with a CUDA strea
 on the current one; test_gpu_vs_cpu is ``train/run.py --compare-cpu`` as a benchmark (the same
 function, train.measure.gpu_vs_cpu): GPU with our kernels over the CPU with torch's, beside the
 paper's "about 50x". On a machine without a GPU the full run gives the CPU table of
-test_train_step (fp32: the CPU's autocast paths are far slower) and skips the GPU-only ones.
+test_train_step (fp32, at the cpu_batch fixture's batch) and skips the GPU-only ones.
 Each time is bench/timing.py's median_ms (CUDA events on a GPU, without the L2 flush: a step
 moves far more than L2 holds).
 """
@@ -54,7 +54,7 @@ def where(device: str) -> str:
 @pytest.mark.parametrize("variant", ["paper", "torchvision"])
 def test_train_step(full, device, cpu_batch, report, variant, precision):
     if full and device == "cpu" and precision != "fp32":
-        pytest.skip("CPU table: fp32 only (bf16 autocast takes slow paths on the CPU)")
+        pytest.skip("the CPU table is fp32 only, to take minutes (bf16 trains about as fast there, with AVX512-BF16)")
     if not full:
         cfg = dict(SMOKE, size=SMOKE["sizes"][variant])
     else:

@@ -22,9 +22,6 @@ if __package__ in (None, ""):  # run as `python train/run.py`: import train.* fr
 from train import config  # no torch yet: --help and argument errors are answered first
 from train.cli import UsageError, one_line
 
-# Measured with train.measure on a 2-core CPU (docs/training.md): autocast to bfloat16 or float16
-# runs torch's CPU convolutions and LRN on slow paths.
-CPU_AUTOCAST_SLOWDOWN = "about 1 img/s against 12-80 in fp32"
 
 
 def main(argv=None) -> int:
@@ -71,9 +68,8 @@ def train(args) -> int:
     args.num_classes = len(classes)
     train_loader, val_loader = data.build_loaders(args, train_set, val_set)
     report.log(args, report.describe(args, classes))
-    if args.precision in ("bf16", "fp16") and args.devices[0].type == "cpu":
-        report.log(args, f"warning: --precision {args.precision} on the CPU trains {CPU_AUTOCAST_SLOWDOWN}: "
-                         f"use fp32 there", problem=True)
+    for warning in args.warnings:
+        report.log(args, f"warning: {warning}", problem=True)
     trainer = engine.make_trainer(args)
     ckpt = os.path.join(args.out, "checkpoint.pt")
     if args.resume:
