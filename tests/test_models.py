@@ -85,6 +85,22 @@ def test_paper_init(paper_state):
     assert sorted({k.split(".")[-2] for k in paper_state}) == sorted([*LAYERS])
 
 
+def test_caffe_init():
+    """init="caffe": Caffe's bvlc_alexnet, weights N(0, 0.01) but fc6 and fc7 N(0, 0.005), biases
+    0.1 where the paper has 1; the same for a replaced fc8 as for the first."""
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10, backend="torch", init="caffe")
+    for name, t in model.state_dict().items():
+        layer, kind = name.split(".")[-2:]
+        if kind == "weight":
+            std = 0.005 if layer in ("fc6", "fc7") else 0.01
+            assert abs(t.mean().item()) < 1e-3 and abs(t.std().item() - std) < 0.1 * std, name
+        else:
+            assert torch.all(t == (0.1 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)), name
+    fc8 = model.replace_fc8(5)
+    assert abs(fc8.weight.std().item() - 0.01) < 1e-3 and torch.all(fc8.bias == 0)
+
+
 def test_torchvision_shapes_and_parameter_count():
     model = alexnet("torchvision", backend="custom").eval()
     reference = torchvision.models.alexnet(weights=None)
@@ -468,6 +484,7 @@ def test_ddp_gradients_equal_one_process(tmp_path):
                                               "conv3, conv4, fc6, fc7"),
     (dict(variant="torchvision", remove="conv1"), "remove: 'conv1' cannot be removed"),
     (dict(remove=3), "remove must be a sequence of layer names, got 3"),
+    (dict(init="he"), "init must be one of 'paper', 'caffe', got 'he'"),
 ])
 def test_bad_arguments_raise_before_building(monkeypatch, kwargs, match):
     def built(*args, **kw):
