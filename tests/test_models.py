@@ -60,7 +60,7 @@ def test_paper_output_shape_and_parameter_count():
     model = alexnet("paper", num_classes=10)  # backend="custom"
     assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.Dropout, torch.nn.LocalResponseNorm, torch.nn.MaxPool2d))
                    for m in model.modules())
-    # conv1 + ReLU is the package's fused convolution (on CUDA; torch's on the CPU)
+    # conv1 + ReLU is the package's fused convolution, on the CPU as on CUDA
     import alexnet_kernels.nn as ak_nn
     assert all(isinstance(t.conv1, ak_nn.Conv2d) and t.conv1.relu for t in model.towers)
     with torch.no_grad():
