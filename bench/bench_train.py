@@ -26,9 +26,9 @@ moves far more than L2 holds).
 """
 import pytest
 import torch
+from timing import median_ms
 
 from alexnet_kernels.models import alexnet
-from timing import median_ms
 from train.measure import fixed_batch_step, gpu_vs_cpu, network
 
 NUM_CLASSES = 1000

@@ -137,7 +137,8 @@ def test_finetune_errors(source, tmp_path, tiny, run_error):
     run_error(tiny("--finetune", missing, *out), f"--finetune {missing}: no such file")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     run_error(tiny("--finetune", str(tmp_path / "junk.pt"), *out), "junk.pt: not a checkpoint torch.load can read")
-    run_error(tiny("--finetune", source, "--freeze-below", "fc9", *out), "argument --freeze-below: invalid choice: 'fc9'")
+    run_error(tiny("--finetune", source, "--freeze-below", "fc9", *out),
+              "argument --freeze-below: invalid choice: 'fc9'")
     run_error(tiny("--finetune", source, "--resume", source, *out), "--finetune and --resume cannot be combined")
     run_error(["--finetune", source, "--variant", "paper", "--devices", "cpu", *out],
               f"--variant paper: the --finetune checkpoint {source} was made with --variant torchvision")

@@ -55,7 +55,7 @@ def test_features_file_and_report(trained, folder, tmp_path, capsys):
     assert saved["pixels"].shape == (24, 3 * 16 * 16) and saved["pixels"].dtype == np.uint8
     paths = saved["paths"].tolist()
     assert len(paths) == 24 and all(os.path.isfile(p) for p in paths) and not any("broken" in p for p in paths)
-    assert [saved["classes"][l] for l in saved["labels"]] == [os.path.basename(os.path.dirname(p)) for p in paths]
+    assert [saved["classes"][i] for i in saved["labels"]] == [os.path.basename(os.path.dirname(p)) for p in paths]
     assert str(saved["layer"]) == "fc7"
     # row 0 is fc7 of its file, through the checkpoint's evaluation crop and normalization
     model, _ = checkpoint.load_model(trained)

@@ -3,11 +3,11 @@ hand-over of activations between places, on a toy two-tower network (no AlexNet)
 tests (streams on one GPU, two devices) run where a GPU is visible."""
 import pytest
 import torch
+from helpers import rel_err, requires_cuda
 from torch import nn
 
 from alexnet_kernels.models import placement
 from alexnet_kernels.models.placement import Place
-from helpers import rel_err, requires_cuda
 
 CPU = torch.device("cpu")
 

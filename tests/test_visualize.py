@@ -146,5 +146,6 @@ def test_patches_and_invariance_refuse_an_ablated_network(work, data, cli_error,
     path = run_checkpoint(work / "ablated.pt", model, "torchvision", SIZE, remove=("conv3", "fc7"))
     cli_error(visualize.main, ["patches", path, "--data", data, "--layer", "conv2", "--out", str(work / "ablated.png")],
               PREFIX, "without conv3, fc7")
-    cli_error(invariance.main, [path, "--data", data, "--out", str(work / "ablated_inv")], "train/invariance.py: error:",
+    cli_error(invariance.main, [path, "--data", data, "--out", str(work / "ablated_inv")],
+              "train/invariance.py: error:",
               "without fc7")

@@ -118,7 +118,8 @@ def load_model(path: str, variant=None, backend: str = "custom", device="cpu"):
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        net = f"the {config['variant']} variant" + (f" without {', '.join(config['remove'])}" if config["remove"] else "")
+        without = f" without {', '.join(config['remove'])}" if config["remove"] else ""
+        net = f"the {config['variant']} variant{without}"
         raise CheckpointError(f"{path}: its weights do not fit {net}: {e}") from None
     return model.eval(), config
 

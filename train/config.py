@@ -15,12 +15,11 @@ PAPER_SIZE = 227  # the paper variant's input
 TORCHVISION_SIZE = 224
 PAPER_SPEEDUP = 50  # the paper's estimate of GPU over CPU training speed
 
-# >>> alexnet_kernels.models.LAYERS and REMOVABLE, spelled out: importing the package imports
-# Triton today, which would cost --help and every argument error seconds. Once it does not, import
-# them from alexnet_kernels.models here. (tests/test_ablation_finetune.py checks that they agree.)
+# alexnet_kernels.models.LAYERS and REMOVABLE, spelled out: importing the package imports torch
+# (about 1.5 s), which --help and argument errors should not wait for.
+# (tests/test_ablation_finetune.py checks that they agree.)
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 REMOVABLE = ("conv3", "conv4", "fc6", "fc7")
-# <<<
 
 # The defaults each kind of run starts from; a flag given overrides its entry. The optimizer is
 # the paper's in all of them (SGD, batch 128, lr 0.01, momentum 0.9, weight decay 5e-4, lr x0.1

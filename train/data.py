@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 from torchvision import datasets, transforms
 
 from .cli import UsageError

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "torchvision.models.alexnet")
     p.add_argument("--data", metavar="DIR", required=True, help="an ImageFolder tree DIR/<class>/<image>, or the "
                    "ImageNet layout DIR/train/..., DIR/val/... (its val/ images are used)")
-    p.add_argument("--layer", choices=FEATURE_LAYERS, required=True, help="the layer whose activations are the features")
+    p.add_argument("--layer", choices=FEATURE_LAYERS, required=True,
+                   help="the layer whose activations are the features")
     p.add_argument("--out", metavar="FILE", help="the .npz to write (default: features-<data>-<layer>.npz beside "
                    "the checkpoint); the report goes beside it as .csv and .json")
     p.add_argument("--splits", type=int, default=5, help="random stratified train/test splits")
@@ -232,8 +233,8 @@ def format_table(rows: list) -> str:
     for source in sources:
         cells = {r["classifier"]: r for r in rows if r["input"] == source}
         dims = next(iter(cells.values()))["dims"]
-        lines.append(f"{source:<{width}}  {dims:>5}  " + "  ".join(
-            f"{cells[c]['accuracy_mean']:.3f} ± {cells[c]['accuracy_std']:.3f}".ljust(21) for c in CLASSIFIERS).rstrip())
+        accuracy = (f"{cells[c]['accuracy_mean']:.3f} ± {cells[c]['accuracy_std']:.3f}" for c in CLASSIFIERS)
+        lines.append(f"{source:<{width}}  {dims:>5}  " + "  ".join(a.ljust(21) for a in accuracy).rstrip())
     return "\n".join(lines)
 
 

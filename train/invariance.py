@@ -41,8 +41,17 @@ if __package__ in (None, ""):  # run as `python train/invariance.py`: import tra
 if TYPE_CHECKING:  # annotations only: torch loads once the arguments are read
     import torch
 
-from train.cli import (Parser, RawDescriptionHelpFormatter, UsageError, checkpoint_file, output_dir, output_file,
-                       parse_device, positive_int, run_command)
+from train.cli import (
+    Parser,
+    RawDescriptionHelpFormatter,
+    UsageError,
+    checkpoint_file,
+    output_dir,
+    output_file,
+    parse_device,
+    positive_int,
+    run_command,
+)
 
 PROG = "train/invariance.py"
 LAYER = "fc7"
@@ -170,7 +179,8 @@ def load_images(root: str, resize: int, variant: str, count: int) -> list:
 
 
 def format_table(rows: list) -> str:
-    lines = [f"{'transform':<12} {'magnitude':>10} {'fc7 distance':>13} {'top class kept':>15} {'P(original class)':>18}"]
+    lines = [f"{'transform':<12} {'magnitude':>10} {'fc7 distance':>13} {'top class kept':>15} "
+             f"{'P(original class)':>18}"]
     for r in rows:
         m = f"{r['magnitude']:g} {r['unit']}"
         lines.append(f"{r['transform']:<12} {m:>10} {r['feature_distance']:>13.4f} {r['top_class_kept']:>15.1%} "
@@ -224,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ImageNet layout DIR/train/..., DIR/val/... (its val/ images are used)")
     p.add_argument("--images", type=positive_int, default=100,
                    help="images to measure on (all if DIR has fewer); they are held in memory, resized")
-    p.add_argument("--out", metavar="DIR", help="where invariance.csv and invariance.png go (default: CKPT's directory)")
+    p.add_argument("--out", metavar="DIR",
+                   help="where invariance.csv and invariance.png go (default: CKPT's directory)")
     p.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda, cuda:1)")
     p.add_argument("--backend", choices=("custom", "torch"), default="custom",
                    help="custom: alexnet_kernels' LRN, max pooling and ReLU; torch: torch.nn's")
@@ -252,7 +263,8 @@ def run(args) -> int:
     variant, size = config["variant"], config["image_size"]
     resize = args.resize or default_resize(size)
     if resize < size:
-        raise UsageError(f"--resize {resize}: smaller than the checkpoint's image_size {size}, which is cropped from it")
+        raise UsageError(
+            f"--resize {resize}: smaller than the checkpoint's image_size {size}, which is cropped from it")
     out = output_dir(args.out or os.path.dirname(os.path.abspath(args.checkpoint)), "--out")
     csv_path, png_path = (output_file(os.path.join(out, name), "--out", suffix, args.overwrite)
                           for name, suffix in (("invariance.csv", ".csv"), ("invariance.png", ".png")))

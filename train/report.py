@@ -154,7 +154,7 @@ class RunLog:
         if self.enabled and rows:
             self._append("steps.csv", self.STEPS, rows)
             if self.tb:
-                for step, _, loss, lr in rows:
+                for step, _, loss, _ in rows:
                     self.tb.add_scalar("train/loss", loss, step)
                 self.tb.add_scalar("train/lr", rows[-1][3], rows[-1][0])
 

@@ -23,7 +23,6 @@ from train import config  # no torch yet: --help and argument errors are answere
 from train.cli import UsageError, one_line
 
 
-
 def main(argv=None) -> int:
     args = config.parse_args(argv)
     if args.compare_cpu:

@@ -23,8 +23,16 @@ if TYPE_CHECKING:  # annotations only: torch loads once the arguments are read
     import numpy as np
     import torch
 
-from train.cli import (HelpFormatter, Parser, UsageError, checkpoint_file, output_file, parse_device, positive_int,
-                       run_command)
+from train.cli import (
+    HelpFormatter,
+    Parser,
+    UsageError,
+    checkpoint_file,
+    output_file,
+    parse_device,
+    positive_int,
+    run_command,
+)
 
 PROG = "train/visualize.py"
 
@@ -351,8 +359,9 @@ def run_patches(args) -> int:
             cells.append((patch.permute(1, 2, 0).clamp(0, 1).numpy(), top.values[channel, i].item()))
         rows.append((channel, cells))
     read = len(indices) - skipped
-    fig = patches_figure(rows, f"{args.layer} of {os.path.basename(args.checkpoint)} ({variant}): the "
-                               f"{top.values.shape[1]} strongest of {read} image(s), receptive field {rf.size}x{rf.size}")
+    title = (f"{args.layer} of {os.path.basename(args.checkpoint)} ({variant}): the {top.values.shape[1]} strongest "
+             f"of {read} image(s), receptive field {rf.size}x{rf.size}")
+    fig = patches_figure(rows, title)
     try:
         fig.savefig(out, dpi=100)
     except OSError as e:
