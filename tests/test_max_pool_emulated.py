@@ -13,10 +13,10 @@ partial blocks.
 import pytest
 import torch
 import torch.nn.functional as F
-
-import alexnet_kernels  # noqa: F401  (the CPU kernels the emulated ones are compared with)
 from cuda_emu import build
 from helpers import poison
+
+import alexnet_kernels  # noqa: F401  (the CPU kernels the emulated ones are compared with)
 
 
 @pytest.fixture(scope="module")
