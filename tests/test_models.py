@@ -17,10 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from helpers import ieee_fp32, rel_err, requires_cuda
 
 from alexnet_kernels import models
 from alexnet_kernels.models import LAYERS, alexnet
-from helpers import ieee_fp32, rel_err, requires_cuda
 
 PAPER_SHAPES = {"conv1": (96, 55, 55), "conv2": (256, 27, 27), "conv3": (384, 13, 13),
                 "conv4": (384, 13, 13), "conv5": (256, 13, 13), "fc6": (4096,), "fc7": (4096,)}
@@ -313,7 +313,7 @@ def torchvision_full_state():
 @pytest.mark.parametrize("remove", ALL_SUBSETS, ids=lambda r: "-".join(r) or "none")
 def test_ablation_torchvision_every_subset(torchvision_full_state, remove):
     model = alexnet("torchvision", num_classes=10, backend="custom", remove=remove).eval()
-    assert model.removed == remove and model.layers == tuple(l for l in LAYERS if l not in remove)
+    assert model.removed == remove and model.layers == tuple(name for name in LAYERS if name not in remove)
     x = images(1, 64)
     with torch.no_grad():
         assert model(x).shape == (1, 10)
@@ -324,19 +324,19 @@ def test_ablation_torchvision_every_subset(torchvision_full_state, remove):
             model.features_at(x, layer)
     # The kept layers keep their keys; only the weights of a layer whose input changed change shape.
     full, state = torchvision_full_state, model.state_dict()
-    assert set(state) == set(full) - set().union(*(layer_keys(full, l) for l in remove))
+    assert set(state) == set(full) - set().union(*(layer_keys(full, name) for name in remove))
     # (torchvision's conv5 reads 256 channels from conv4, 384 from conv3, 192 from conv2)
     new_input = {"conv4": "conv3" in remove, "conv5": "conv4" in remove,
                  "fc7": "fc6" in remove, "fc8": "fc6" in remove and "fc7" in remove}
     for key in state:
-        layer = next(l for l in LAYERS if key in layer_keys(full, l))
+        layer = next(name for name in LAYERS if key in layer_keys(full, name))
         reshaped = new_input.get(layer, False) and key.endswith("weight")
         assert (state[key].shape != full[key].shape) == reshaped, key
     # No dropout is left before a layer that was not the input of a kept fc layer.
     dropouts = [i for i, m in enumerate(model.classifier) if isinstance(m, torch.nn.Dropout)
                 or type(m).__name__ == "ReLUDropout"]
     expected = {(): [0, 2], ("fc6",): [3], ("fc7",): [0], ("fc6", "fc7"): []}
-    assert dropouts == expected[tuple(l for l in remove if l.startswith("fc"))]
+    assert dropouts == expected[tuple(name for name in remove if name.startswith("fc"))]
 
 
 def test_ablation_parameter_counts_by_hand():
@@ -377,7 +377,7 @@ PAPER_ABLATION_SHAPES = {  # features_at shapes of the layers whose input change
 def test_ablation_paper_shapes_and_init(remove):
     model = alexnet("paper", num_classes=10, backend="torch", remove=remove).eval()
     names = {k.split(".")[-2] for k in model.state_dict()}
-    assert names == set(LAYERS) - set(remove) and model.layers == tuple(l for l in LAYERS if l in names)
+    assert names == set(LAYERS) - set(remove) and model.layers == tuple(name for name in LAYERS if name in names)
     for name, t in model.state_dict().items():  # the paper's init for what is left
         layer, kind = name.split(".")[-2:]
         if kind == "bias":
@@ -528,10 +528,12 @@ def guarded():
 
 BAD_INPUTS = [
     ("paper", torch.zeros(1, 3, 224, 224), "x: the paper variant takes 227x227 images, got 224x224"),
-    ("paper", torch.zeros(1, 1, 227, 227), r"x must be a batch of RGB images \(N, 3, H, W\), got shape \(1, 1, 227, 227\)"),
+    ("paper", torch.zeros(1, 1, 227, 227),
+     r"x must be a batch of RGB images \(N, 3, H, W\), got shape \(1, 1, 227, 227\)"),
     ("paper", torch.zeros(3, 227, 227), r"x must be a batch of RGB images"),
     ("torchvision", torch.zeros(1, 4, 224, 224), r"x must be a batch of RGB images"),
-    ("torchvision", torch.zeros(2, 3, 224, 40), "x: the torchvision variant takes images of at least 63x63, got 224x40"),
+    ("torchvision", torch.zeros(2, 3, 224, 40),
+     "x: the torchvision variant takes images of at least 63x63, got 224x40"),
 ]
 
 
