@@ -32,14 +32,15 @@ AK_HD acc_t lrn_pool_round(acc_t v) {
   }
 }
 
-// The outputs covering input (h, w) of a 3x3/2 pool without padding, as up to four candidates in
-// increasing output order (row-major: (oh0, ow0), (oh0, ow1), (oh1, ow0), (oh1, ow1)), each its
-// offset in the pooled tensor's image (oh * sh + ow * sw) and the window position (kh * 3 + kw)
-// that input has in that output's window; code -1: no such output. max_pool.h's pool3x3s2_rows
-// finds them with shifts, along each axis.
+// The outputs covering input (h, w) of a 3x3/2 pool without padding: at most two rows, oh0 =
+// (h - 1) >> 1 and oh0 + 1, and two columns, ow0 = (w - 1) >> 1 and ow0 + 1 (max_pool.h's
+// pool3x3s2_rows, along each axis), so four candidates in increasing output order (row-major),
+// candidate i at offset base + (i >> 1) * sh + (i & 1) * sw of the pooled tensor's image, with
+// code[i] the window position (kh * 3 + kw) the input has in that output's window, or -1 where
+// there is no such output (its offset is then outside the image and never read).
 template <typename index_t>
 struct PoolCover {
-  index_t off[4];
+  index_t base, sh, sw;
   int code[4];
 };
 
@@ -49,14 +50,13 @@ AK_HD PoolCover<index_t> pool_cover_3x3s2(int h, int w, int OH, int OW, index_t 
   pool3x3s2_rows(h, OH, oh, kh);
   pool3x3s2_rows(w, OW, ow, kw);
   PoolCover<index_t> c;
+  c.base = static_cast<index_t>((h - 1) >> 1) * sh + static_cast<index_t>((w - 1) >> 1) * sw;
+  c.sh = sh;
+  c.sw = sw;
 AK_UNROLL
   for (int r = 0; r < 2; ++r) {
 AK_UNROLL
-    for (int s = 0; s < 2; ++s) {
-      const bool there = oh[r] >= 0 && ow[s] >= 0;
-      c.off[2 * r + s] = there ? static_cast<index_t>(oh[r]) * sh + static_cast<index_t>(ow[s]) * sw : index_t(0);
-      c.code[2 * r + s] = there ? kh[r] * 3 + kw[s] : -1;
-    }
+    for (int s = 0; s < 2; ++s) c.code[2 * r + s] = oh[r] >= 0 && ow[s] >= 0 ? kh[r] * 3 + kw[s] : -1;
   }
   return c;
 }
@@ -70,21 +70,40 @@ AK_UNROLL
 // each candidate's gradient is loaded with its byte rather than after it: one round trip.
 template <typename T, typename acc_t, typename index_t>
 struct PooledGradColumn {
-  gptr<const T> grad;          // the image's pooled gradient
-  gptr<const uint8_t> index;   // the image's winners
-  PoolCover<index_t> cover;
+  gptr<const T> g0, g1;          // the candidate rows of the image's pooled gradient at channel 0
+  gptr<const uint8_t> i0, i1;    // and of its winners (they may point outside: read only where code >= 0)
+  index_t sw;
+  int code[4];
 
   AK_HD acc_t operator[](index_t o) const {
+    // One address per row and channel; the second column is at +sw (an immediate where sw is a
+    // constant).
+    const gptr<const T> gr[2] = {g0 + o, g1 + o};
+    const gptr<const uint8_t> ir[2] = {i0 + o, i1 + o};
     acc_t acc = 0;
 AK_UNROLL
     for (int i = 0; i < 4; ++i) {
-      const bool there = cover.code[i] >= 0;
-      const int won = there ? static_cast<int>(index[o + cover.off[i]]) : -1;  // (-1 == code when absent)
-      const acc_t gv = there ? static_cast<acc_t>(grad[o + cover.off[i]]) : acc_t(0);
-      acc += won == cover.code[i] ? gv : acc_t(0);
+      if (code[i] >= 0) {
+        const index_t at = (i & 1) ? sw : index_t(0);
+        const int won = ir[i >> 1][at];
+        const acc_t gv = static_cast<acc_t>(gr[i >> 1][at]);
+        if (won == code[i]) acc += gv;
+      }
     }
     return lrn_pool_round<T>(acc);
   }
 };
+
+// The column of input (h, w) of an image whose pooled gradient and winners start at grad, index.
+template <typename T, typename acc_t, typename index_t>
+AK_HD PooledGradColumn<T, acc_t, index_t> pooled_grad_column(gptr<const T> grad, gptr<const uint8_t> index,
+                                                             const PoolCover<index_t>& c) {
+  // (ak_pin: four pointers kept in registers, each read one address computation away.)
+  PooledGradColumn<T, acc_t, index_t> col{ak_pin(grad + c.base), ak_pin(grad + (c.base + c.sh)),
+                                          ak_pin(index + c.base), ak_pin(index + (c.base + c.sh)), c.sw, {}};
+AK_UNROLL
+  for (int i = 0; i < 4; ++i) col.code[i] = c.code[i];
+  return col;
+}
 
 }  // namespace alexnet_kernels

@@ -53,8 +53,8 @@ struct LrnPoolCpu {
         const int64_t n = r / g.H;
         const int h = static_cast<int>(r % g.H);
         for (int w = 0; w < g.W; ++w) {
-          const PooledGradColumn<T, acc_t, int64_t> gcol{
-              a.grad + n * a.gs.n, a.index + n * a.gs.n, pool_cover_3x3s2<int64_t>(h, w, g.OH, g.OW, a.gs.h, a.gs.w)};
+          const auto gcol = pooled_grad_column<T, acc_t>(a.grad + n * a.gs.n, a.index + n * a.gs.n,
+                                                         pool_cover_3x3s2<int64_t>(h, w, g.OH, g.OW, a.gs.h, a.gs.w));
           const gptr<const T> xcol = a.x + (n * a.xs.n + h * a.xs.h + w * a.xs.w);
           const gptr<T> dxcol = a.dx + (n * a.ds.n + h * a.ds.h + w * a.ds.w);
           if (a.channels_last) {  // lrn's element path

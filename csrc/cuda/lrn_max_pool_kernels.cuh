@@ -51,11 +51,14 @@ namespace alexnet_kernels {
 
 constexpr int kLrnPoolThreads = 256;
 constexpr int kFwdRows = 2;         // NCHW forward: output rows per thread
-constexpr int kFwdUnroll = 2;       // NCHW forward: channels whose loads are issued together
+constexpr int kFwdUnroll = 4;       // NCHW forward: channels whose loads are issued together
 constexpr int kFwdMinSegment = 16;  // NCHW forward: channels per segment, at least
 constexpr int kFwdResident = 512;   // NCHW forward: threads per SM (__launch_bounds__: <= 128 registers)
-constexpr int kBwdResident = 768;   // NCHW backward: threads per SM (<= 80 registers)
-constexpr int kClBwdLanes = 24;     // channels_last backward: output channels per warp
+constexpr int kBwdResident = 512;   // NCHW backward: threads per SM (<= 128 registers)
+constexpr int kClLanes = 28;        // channels_last forward: output channels per warp
+constexpr int kClHalo = 2;          //   and the lanes of neighbour channels on either side
+constexpr int kClBwdLanes = 24;     // channels_last backward: output channels per warp (halo 4)
+constexpr int kClResident = 1536;   // channels_last: threads per SM planned for
 constexpr unsigned kFullWarp = 0xffffffffu;
 
 // ---------------------------------------------------------------------------------------------
@@ -133,13 +136,12 @@ AK_UNROLL
 AK_UNROLL
       for (int i = 0; i < 4; ++i) win[p][i] = win[p][i + 1];
     }
-    acc_t best[ROWS];
+    acc_t third[ROWS], best[ROWS];
     int kw[ROWS];
 AK_UNROLL
-    for (int r = 0; r < ROWS; ++r) {
-      const acc_t third = __shfl_down_sync(kFullWarp, v[2 * r], 1);  // column 2 j + 2: the next lane's
-      pool3_row(v[2 * r], v[2 * r + 1], third, best[r], kw[r]);
-    }
+    for (int r = 0; r < ROWS; ++r) third[r] = __shfl_down_sync(kFullWarp, v[2 * r], 1);  // column 2 j + 2
+AK_UNROLL
+    for (int r = 0; r < ROWS; ++r) pool3_row(v[2 * r], v[2 * r + 1], third[r], best[r], kw[r]);
 AK_UNROLL
     for (int o = 0; o < R; ++o) {
       acc_t b;
@@ -153,77 +155,121 @@ AK_UNROLL
     yo += ysc;
   };
   index_t c = c0;
-  for (; c + U <= c1; c += U) {
+  // Whole groups of U channels whose loads all lie inside [0, C): unchecked. Only the last
+  // segment's last few channels take the checked single steps after them.
+  for (; c + U <= c1 && c + U + 2 <= C; c += U) {
     acc_t xn[U][P];
-    if (c + U + 2 <= C) {
 AK_UNROLL
-      for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < U; ++u) {
+      const gptr<const T> xc = ak_pin(x + xo);  // (one address per channel, one IMAD.WIDE per load)
 AK_UNROLL
-        for (int p = 0; p < P; ++p) xn[u][p] = static_cast<acc_t>(x[xo + off[p]]);
-        xo += xsc;
-      }
-    } else {  // the group at the edge: channels past the last are 0
-AK_UNROLL
-      for (int u = 0; u < U; ++u) {
-AK_UNROLL
-        for (int p = 0; p < P; ++p) xn[u][p] = c + u + 2 < C ? static_cast<acc_t>(x[xo + off[p]]) : acc_t(0);
-        xo += xsc;
-      }
+      for (int p = 0; p < P; ++p) xn[u][p] = static_cast<acc_t>(xc[off[p]]);
+      xo += xsc;
     }
 AK_UNROLL
     for (int u = 0; u < U; ++u) step(xn[u]);
   }
-  for (; c < c1; ++c) {  // a segment's last channel short of a group
+  for (; c < c1; ++c) {  // channels past the last are 0
     acc_t xn[P];
+    const gptr<const T> xc = ak_pin(x + xo);
 AK_UNROLL
-    for (int p = 0; p < P; ++p) xn[p] = c + 2 < C ? static_cast<acc_t>(x[xo + off[p]]) : acc_t(0);
+    for (int p = 0; p < P; ++p) xn[p] = c + 2 < C ? static_cast<acc_t>(xc[off[p]]) : acc_t(0);
     xo += xsc;
     step(xn);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward, channels_last: thread (n, ow, c), c fastest, down a segment of output rows.
+// channels_last: a warp per (n, band or row, segment of columns, group of channels); lane l holds
+// channel group * kClLanes - kClHalo + l, so that a channel's LRN window is in its neighbour lanes
+// (shuffles), and walks the columns of its segment.
 // ---------------------------------------------------------------------------------------------
+
+// A channels_last launch: warps = N * rows * segments * groups, decoded group fastest (a warp's
+// neighbours take the next channels of the same pixels).
+template <typename index_t>
+struct LrnPoolClPlan {
+  int64_t warps;
+  index_t seg;  // columns (output columns forward, input columns backward) per segment
+  DivmodFor<index_t> by_groups, by_segments, by_rows;
+};
+
+template <typename index_t>
+__device__ __forceinline__ bool cl_warp(const LrnPoolClPlan<index_t>& plan, index_t& group, index_t& seg,
+                                        index_t& row, index_t& n) {
+  const int64_t warp64 = static_cast<int64_t>(blockIdx.x) * (kLrnPoolThreads / 32) + threadIdx.x / 32;
+  if (warp64 >= plan.warps) return false;  // (whole warps: every lane of a live warp takes every shuffle)
+  index_t rest, rest2;
+  plan.by_groups.divmod(static_cast<index_t>(warp64), rest, group);
+  plan.by_segments.divmod(rest, rest2, seg);
+  plan.by_rows.divmod(rest2, n, row);
+  return true;
+}
+
+// Forward: output rows 2 band, 2 band + 1 (input rows 2 oh0 .. 2 oh0 + 4), walking output
+// columns: each step computes input columns 2 ow + 1 and 2 ow + 2 of the five rows and carries
+// column 2 ow + 2 to the next output as its first. Each LRN value is lrn_element_value, the element
+// path's (lrn_forward_at's) arithmetic, on the window its lane gathers by shuffles.
 template <bool kIndex, typename T, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kLrnPoolThreads)
-    lrn_max_pool_forward_nhwc(LrnPoolFwdArgs<T> a, LrnCoef<acc_t> k, DivmodFor<index_t> by_c,
-                              DivmodFor<index_t> by_ow, int64_t threads, index_t seg_rows) {
-  index_t i;
-  if (!grid_thread(threads, i)) return;
-  index_t rest, c, n, ow;
-  by_c.divmod(i, rest, c);
-  by_ow.divmod(rest, n, ow);
+    lrn_max_pool_forward_nhwc(LrnPoolFwdArgs<T> a, LrnCoef<acc_t> k, LrnPoolClPlan<index_t> plan) {
+  constexpr int R = kFwdRows, ROWS = 2 * R + 1;
+  index_t group, seg, band, n;
+  if (!cl_warp(plan, group, seg, band, n)) return;
   const LrnPoolGeom& g = a.g;
-  const index_t C = static_cast<index_t>(a.C), OH = g.OH;
-  const index_t xsh = static_cast<index_t>(a.xs.h), xsw = static_cast<index_t>(a.xs.w);
-  const index_t xsc = static_cast<index_t>(a.xs.c);
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const index_t C = static_cast<index_t>(a.C);
+  const index_t c = group * kClLanes - kClHalo + lane;
+  const bool inside = c >= 0 && c < C;
+  const bool stores = inside && lane >= kClHalo && lane < kClHalo + kClLanes;
   const int64_t n64 = n;
   const gptr<const T> x = ak_pin(a.x + n64 * a.xs.n);
   const gptr<T> y = ak_pin(a.y + n64 * a.ys.n);
   const gptr<uint8_t> index = kIndex ? ak_pin(a.index + n64 * a.ys.n) : a.index;
-  const index_t oh0 = static_cast<index_t>(blockIdx.y) * seg_rows, oh1 = ak_min<index_t>(oh0 + seg_rows, OH);
-  // lrn's value at input row h, column 2 ow + e, this thread's channel.
-  auto value = [&](index_t h, int e) {
-    const gptr<const T> col = x + (h * xsh + (2 * ow + e) * xsw);
-    return lrn_pool_round<T>(lrn_forward_at<acc_t>(col, xsc, C, c, index_t(5), k));
+  const index_t xsh = static_cast<index_t>(a.xs.h), xsw = static_cast<index_t>(a.xs.w);
+  const index_t oh0 = band * R, ow0 = seg * plan.seg, ow1 = ak_min<index_t>(ow0 + plan.seg, g.OW);
+  index_t roff[ROWS];  // this lane's channel in each input row of the band (clamped inside the image)
+AK_UNROLL
+  for (int r = 0; r < ROWS; ++r) {
+    roff[r] = ak_min<index_t>(2 * oh0 + r, g.H - 1) * xsh + (inside ? c : index_t(0)) * static_cast<index_t>(a.xs.c);
+  }
+  // The LRN values of column w of the band's rows, from this lane's inputs there.
+  auto column = [&](index_t w, acc_t (&v)[ROWS]) {
+    acc_t xc[ROWS];
+AK_UNROLL
+    for (int r = 0; r < ROWS; ++r) xc[r] = inside ? static_cast<acc_t>(x[roff[r] + w * xsw]) : acc_t(0);
+AK_UNROLL
+    for (int r = 0; r < ROWS; ++r) {
+      const acc_t win[5] = {__shfl_up_sync(kFullWarp, xc[r], 2), __shfl_up_sync(kFullWarp, xc[r], 1), xc[r],
+                            __shfl_down_sync(kFullWarp, xc[r], 1), __shfl_down_sync(kFullWarp, xc[r], 2)};
+      v[r] = lrn_pool_round<T>(lrn_element_value<5>(win, k));
+    }
   };
-  auto row = [&](index_t h, acc_t& best, int& kw) { pool3_row(value(h, 0), value(h, 1), value(h, 2), best, kw); };
-  acc_t top;
-  int top_kw;
-  row(2 * oh0, top, top_kw);
-  index_t yo = oh0 * static_cast<index_t>(a.ys.h) + ow * static_cast<index_t>(a.ys.w) + c * static_cast<index_t>(a.ys.c);
-  for (index_t oh = oh0; oh < oh1; ++oh) {
-    acc_t mb, bb, best;
-    int mk, bk, pos;
-    row(2 * oh + 1, mb, mk);
-    row(2 * oh + 2, bb, bk);
-    pool3_rows(top, top_kw, mb, mk, bb, bk, best, pos);
-    y[yo] = static_cast<T>(best);
-    if constexpr (kIndex) index[yo] = static_cast<uint8_t>(pos);
-    yo += static_cast<index_t>(a.ys.h);
-    top = bb;
-    top_kw = bk;
+  const index_t ysh = static_cast<index_t>(a.ys.h), ysw = static_cast<index_t>(a.ys.w);
+  index_t yo = oh0 * ysh + ow0 * ysw + (stores ? c : index_t(0)) * static_cast<index_t>(a.ys.c);
+  acc_t v0[ROWS];
+  column(2 * ow0, v0);
+  for (index_t ow = ow0; ow < ow1; ++ow) {
+    acc_t v1[ROWS], v2[ROWS];
+    column(2 * ow + 1, v1);
+    column(2 * ow + 2, v2);
+    acc_t best[ROWS];
+    int kw[ROWS];
+AK_UNROLL
+    for (int r = 0; r < ROWS; ++r) pool3_row(v0[r], v1[r], v2[r], best[r], kw[r]);
+AK_UNROLL
+    for (int o = 0; o < R; ++o) {
+      acc_t b;
+      int pos;
+      pool3_rows(best[2 * o], kw[2 * o], best[2 * o + 1], kw[2 * o + 1], best[2 * o + 2], kw[2 * o + 2], b, pos);
+      if (stores && oh0 + o < g.OH) {
+        y[yo + o * ysh] = static_cast<T>(b);
+        if constexpr (kIndex) index[yo + o * ysh] = static_cast<uint8_t>(pos);
+      }
+    }
+    yo += ysw;
+AK_UNROLL
+    for (int r = 0; r < ROWS; ++r) v0[r] = v2[r];
   }
 }
 
@@ -243,10 +289,12 @@ __global__ void __launch_bounds__(kLrnPoolThreads, sizeof(acc_t) == 8 ? 1 : kBwd
   const index_t C = static_cast<index_t>(a.C);
   const index_t c0 = static_cast<index_t>(blockIdx.y) * segment, c1 = ak_min<index_t>(c0 + segment, C);
   const int64_t n64 = n;
-  const PooledGradColumn<T, acc_t, index_t> gcol{
-      ak_pin(a.grad + n64 * a.gs.n), ak_pin(a.index + n64 * a.gs.n),
+  // (The gradient and index are dense NCHW: a unit column stride, so each candidate row's two
+  // reads are one address and an immediate offset.)
+  const auto gcol = pooled_grad_column<T, acc_t>(
+      a.grad + n64 * a.gs.n, a.index + n64 * a.gs.n,
       pool_cover_3x3s2<index_t>(static_cast<int>(h), static_cast<int>(w), g.OH, g.OW, static_cast<index_t>(a.gs.h),
-                                static_cast<index_t>(a.gs.w))};
+                                index_t(1)));
   const gptr<const T> xcol =
       ak_pin(a.x + n64 * a.xs.n) + (h * static_cast<index_t>(a.xs.h) + w * static_cast<index_t>(a.xs.w));
   const gptr<T> dxcol =
@@ -255,70 +303,91 @@ __global__ void __launch_bounds__(kLrnPoolThreads, sizeof(acc_t) == 8 ? 1 : kBwd
                                        static_cast<index_t>(a.ds.c), C, c0, c1, k);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Backward, channels_last: a warp per (n, h, w, group of kClBwdLanes channels); lane l holds
-// channel cb - 4 + l. lrn_backward_at's expressions, each lane computing the terms of its own
-// channel (its denominator's powers, g x) and reading its neighbours'.
-// ---------------------------------------------------------------------------------------------
+// Backward: input row h, walking the column pairs (2 m, 2 m + 1) of its segment; lane l holds
+// channel group * kClBwdLanes - 4 + l. A pair's pooled gradients come from output columns m - 1
+// and m of the (at most two) output rows covering h, max_pool.h's pool3x3s2_backward_run, and
+// column m's bytes and gradients are carried to the next pair as its m - 1. Then lrn_backward_at's
+// expressions for each of the two inputs, each lane computing the terms of its own channel (its
+// denominator's powers, its term) and reading its neighbours'.
 template <typename T, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kLrnPoolThreads)
-    lrn_max_pool_backward_nhwc(LrnPoolBwdArgs<T> a, LrnCoef<acc_t> k, DivmodFor<index_t> by_group,
-                               DivmodFor<index_t> by_w, DivmodFor<index_t> by_h, int64_t warps) {
-  const int64_t warp64 = static_cast<int64_t>(blockIdx.x) * (kLrnPoolThreads / 32) + threadIdx.x / 32;
-  if (warp64 >= warps) return;  // (whole warps: every lane of a live warp takes every shuffle)
-  const int lane = static_cast<int>(threadIdx.x % 32);
-  index_t rest, group, rest2, w, n, h;
-  by_group.divmod(static_cast<index_t>(warp64), rest, group);
-  by_w.divmod(rest, rest2, w);
-  by_h.divmod(rest2, n, h);
+    lrn_max_pool_backward_nhwc(LrnPoolBwdArgs<T> a, LrnCoef<acc_t> k, LrnPoolClPlan<index_t> plan) {
+  index_t group, seg, h, n;
+  if (!cl_warp(plan, group, seg, h, n)) return;
   const LrnPoolGeom& g = a.g;
+  const int lane = static_cast<int>(threadIdx.x % 32);
   const index_t C = static_cast<index_t>(a.C);
   const index_t c = group * kClBwdLanes - 4 + lane;
   const bool inside = c >= 0 && c < C;
+  const bool stores = inside && lane >= 4 && lane < 4 + kClBwdLanes;
+  const index_t cc = inside ? c : index_t(0);
   const int64_t n64 = n;
-  const PooledGradColumn<T, acc_t, index_t> gcol{
-      ak_pin(a.grad + n64 * a.gs.n), ak_pin(a.index + n64 * a.gs.n),
-      pool_cover_3x3s2<index_t>(static_cast<int>(h), static_cast<int>(w), g.OH, g.OW, static_cast<index_t>(a.gs.h),
-                                static_cast<index_t>(a.gs.w))};
-  const gptr<const T> xcol =
-      ak_pin(a.x + n64 * a.xs.n) + (h * static_cast<index_t>(a.xs.h) + w * static_cast<index_t>(a.xs.w));
-  const acc_t xc = inside ? static_cast<acc_t>(xcol[c * static_cast<index_t>(a.xs.c)]) : acc_t(0);
-  const acc_t gc = inside ? gcol[c * static_cast<index_t>(a.gs.c)] : acc_t(0);
-  // This channel's denominator from x[c - 2 .. c + 2] (0 outside [0, C)), summed as lrn_backward_at sums.
-  acc_t xs[5];
-  xs[0] = __shfl_up_sync(kFullWarp, xc, 2);
-  xs[1] = __shfl_up_sync(kFullWarp, xc, 1);
-  xs[2] = xc;
-  xs[3] = __shfl_down_sync(kFullWarp, xc, 1);
-  xs[4] = __shfl_down_sync(kFullWarp, xc, 2);
-  acc_t sum = 0;
+  const index_t xsw = static_cast<index_t>(a.xs.w), dsw = static_cast<index_t>(a.ds.w);
+  const index_t gsw = static_cast<index_t>(a.gs.w);
+  const gptr<const T> x = ak_pin(a.x + n64 * a.xs.n) + (h * static_cast<index_t>(a.xs.h) + cc * static_cast<index_t>(a.xs.c));
+  const gptr<T> dx = ak_pin(a.dx + n64 * a.ds.n) + (h * static_cast<index_t>(a.ds.h) + cc * static_cast<index_t>(a.ds.c));
+  // The output rows covering h (slot 0 above), and this lane's channel in them.
+  int oh[2], kh[2];
+  pool3x3s2_rows(static_cast<int>(h), g.OH, oh, kh);
+  const gptr<const T> grad = ak_pin(a.grad + n64 * a.gs.n);
+  const gptr<const uint8_t> index = ak_pin(a.index + n64 * a.gs.n);
+  index_t row[2];
 AK_UNROLL
-  for (int i = 0; i < 5; ++i) sum += xs[i] * xs[i];
-  acc_t dp, dp1;
-  lrn_powers(lrn_denominator(sum, k), k, dp, dp1);
-  // Its term g x d^(-beta-1) as lrn_backward_at forms it, (g x) then times d^(-beta-1); a channel
-  // outside [0, C) has none (0 x 0 adds nothing to the sums).
-  const acc_t gx = inside ? gc * xc : acc_t(0), d1 = inside ? dp1 : acc_t(0);
-  acc_t acc = 0;
+  for (int s = 0; s < 2; ++s) row[s] = (oh[s] >= 0 ? oh[s] : 0) * static_cast<index_t>(a.gs.h) + cc * static_cast<index_t>(a.gs.c);
+  // Output column m of both slots: the stored position minus 3 kh (it matches where it equals the
+  // input's kw), or -1 where there is no such output; and its gradient.
+  auto column = [&](index_t m, int (&rel)[2], acc_t (&gv)[2]) {
 AK_UNROLL
-  for (int r = 0; r < 5; ++r) {  // the channels c - 2 .. c + 2 whose windows hold c, in order
-    acc_t gxr, d1r;
-    if (r < 2) {
-      gxr = __shfl_up_sync(kFullWarp, gx, 2 - r);
-      d1r = __shfl_up_sync(kFullWarp, d1, 2 - r);
-    } else if (r == 2) {
-      gxr = gx;
-      d1r = d1;
-    } else {
-      gxr = __shfl_down_sync(kFullWarp, gx, r - 2);
-      d1r = __shfl_down_sync(kFullWarp, d1, r - 2);
+    for (int s = 0; s < 2; ++s) {
+      const bool there = inside && oh[s] >= 0 && m >= 0 && m < g.OW;
+      rel[s] = there ? static_cast<int>(index[row[s] + m * gsw]) - 3 * kh[s] : -1;
+      gv[s] = there ? static_cast<acc_t>(grad[row[s] + m * gsw]) : acc_t(0);
     }
-    acc += gxr * d1r;
+  };
+  // dx at input column w from its pooled gradient gc.
+  auto input = [&](index_t w, acc_t gc) {
+    const acc_t xc = inside ? static_cast<acc_t>(x[w * xsw]) : acc_t(0);
+    // This channel's denominator from x[c - 2 .. c + 2] (0 outside [0, C)), summed as
+    // lrn_backward_at sums (lrn_element_value's sum).
+    const acc_t xs[5] = {__shfl_up_sync(kFullWarp, xc, 2), __shfl_up_sync(kFullWarp, xc, 1), xc,
+                         __shfl_down_sync(kFullWarp, xc, 1), __shfl_down_sync(kFullWarp, xc, 2)};
+    acc_t sum = 0;
+AK_UNROLL
+    for (int i = 0; i < 5; ++i) sum = lrn_fma(xs[i], xs[i], sum);
+    acc_t dp, dp1;
+    lrn_powers(lrn_denominator(sum, k), k, dp, dp1);
+    // Its term t = (g x) d^(-beta-1), as lrn_backward_at forms it, and the sum of the terms of
+    // the channels c - 2 .. c + 2 whose windows hold c, in that order; a channel outside [0, C)
+    // has none. (lrn_backward_at fuses each term's last multiply into the sum; here the term is
+    // rounded first, so that one shuffle carries it: the gradient may differ in the last bit.)
+    const acc_t t = inside ? gc * xc * dp1 : acc_t(0);
+    const acc_t acc = (((__shfl_up_sync(kFullWarp, t, 2) + __shfl_up_sync(kFullWarp, t, 1)) + t) +
+                       __shfl_down_sync(kFullWarp, t, 1)) +
+                      __shfl_down_sync(kFullWarp, t, 2);
+    if (stores) dx[w * dsw] = static_cast<T>(gc * dp - k.scale * xc * acc);
+  };
+  const index_t m0 = seg * plan.seg, m1 = ak_min<index_t>(m0 + plan.seg, (g.W + 1) / 2);
+  int rel[2][2];
+  acc_t gv[2][2];
+  {
+    int r0[2];
+    acc_t g0[2];
+    column(m0 - 1, r0, g0);
+    rel[0][1] = r0[0], rel[1][1] = r0[1], gv[0][1] = g0[0], gv[1][1] = g0[1];
   }
-  if (inside && lane >= 4 && lane < 4 + kClBwdLanes) {
-    const gptr<T> dx =
-        ak_pin(a.dx + n64 * a.ds.n) + (h * static_cast<index_t>(a.ds.h) + w * static_cast<index_t>(a.ds.w));
-    dx[c * static_cast<index_t>(a.ds.c)] = static_cast<T>(gc * dp - k.scale * xc * acc);
+  for (index_t m = m0; m < m1; ++m) {
+    int rm[2];
+    acc_t gm[2];
+    column(m, rm, gm);
+AK_UNROLL
+    for (int s = 0; s < 2; ++s) {  // column m - 1 (carried) and m
+      rel[s][0] = rel[s][1], gv[s][0] = gv[s][1];
+      rel[s][1] = rm[s], gv[s][1] = gm[s];
+    }
+    acc_t pooled[2];
+    pool3x3s2_backward_run<2>(rel, gv, pooled);
+    input(2 * m, lrn_pool_round<T>(pooled[0]));
+    if (2 * m + 1 < g.W) input(2 * m + 1, lrn_pool_round<T>(pooled[1]));
   }
 }
 
@@ -346,30 +415,43 @@ inline int64_t lrn_pool_image_extent(const Strides4& s, int64_t C, int64_t A, in
   return (C - 1 + extra) * s.c + (A - 1) * s.h + (B - 1) * s.w + 1;
 }
 
+// channels_last: the columns each warp walks, so that rows x segments x groups warps make about
+// two waves of kClResident threads per SM (a segment's walk starts with one column more).
+template <typename Launcher>
+int64_t cl_segment_for(int64_t warps_per_segment, int64_t cols, int forced_segments) {
+  int64_t segments = forced_segments;
+  if (segments <= 0) {
+    const int64_t want = 2 * static_cast<int64_t>(Launcher::multiprocessors()) * kClResident / 32;
+    segments = std::min<int64_t>((want + warps_per_segment - 1) / warps_per_segment, std::max<int64_t>(cols / 4, 1));
+  }
+  segments = std::max<int64_t>(std::min<int64_t>(segments, cols), 1);
+  return (cols + segments - 1) / segments;
+}
+
+template <typename index_t>
+LrnPoolClPlan<index_t> cl_plan(int64_t N, int64_t rows, int64_t cols, int64_t seg, int64_t groups) {
+  const int64_t segments = (cols + seg - 1) / seg;
+  return {N * rows * segments * groups, static_cast<index_t>(seg), DivmodFor<index_t>(groups),
+          DivmodFor<index_t>(segments), DivmodFor<index_t>(rows)};
+}
+
 template <typename Launcher>
 struct LrnPoolCuda {
   template <typename T, typename acc_t>
   static void forward(const LrnPoolFwdArgs<T>& a, const LrnCoef<acc_t>& k, const PlanOptions& opt) {
     const LrnPoolGeom& g = a.g;
     if (a.channels_last) {
-      const int64_t threads = a.N * g.OW * a.C;
-      // Row segments as max_pool's 3x3/2 forward plans them (two waves of 2048 threads per SM).
-      int64_t segments = opt.segments;
-      if (segments <= 0) {
-        const int64_t want = 2 * static_cast<int64_t>(Launcher::multiprocessors()) * 2048;
-        segments = std::min<int64_t>((want + threads - 1) / threads, std::max<int64_t>(g.OH / 4, 1));
-      }
-      segments = std::max<int64_t>(std::min<int64_t>(segments, std::min<int64_t>(g.OH, 65535)), 1);
-      const int64_t seg = (g.OH + segments - 1) / segments;
-      const dim3 grid(grid_blocks(threads, kLrnPoolThreads), static_cast<unsigned>((g.OH + seg - 1) / seg));
-      const int64_t extent = std::max({threads, lrn_pool_image_extent(a.xs, a.C, g.H, g.W, 1),
+      const int64_t groups = (a.C + kClLanes - 1) / kClLanes, bands = (g.OH + kFwdRows - 1) / kFwdRows;
+      const int64_t seg = cl_segment_for<Launcher>(a.N * bands * groups, g.OW, opt.segments);
+      const int64_t extent = std::max({a.N * bands * groups * ((g.OW + seg - 1) / seg) + 1,
+                                       lrn_pool_image_extent(a.xs, a.C, g.H, g.W, 1),
                                        lrn_pool_image_extent(a.ys, a.C, g.OH, g.OW, 1)});
       dispatch_index(extent, opt.force_64bit, [&](auto index) {
         using index_t = decltype(index);
+        const auto plan = cl_plan<index_t>(a.N, bands, g.OW, seg, groups);
         auto launch = [&](auto with_index) {
-          Launcher::launch(lrn_max_pool_forward_nhwc<decltype(with_index)::value, T, acc_t, index_t>, grid,
-                           kLrnPoolThreads, a, k, DivmodFor<index_t>(a.C), DivmodFor<index_t>(g.OW), threads,
-                           static_cast<index_t>(seg));
+          Launcher::launch(lrn_max_pool_forward_nhwc<decltype(with_index)::value, T, acc_t, index_t>,
+                           dim3(grid_blocks(plan.warps * 32, kLrnPoolThreads)), kLrnPoolThreads, a, k, plan);
         };
         a.index ? launch(std::true_type{}) : launch(std::false_type{});
       });
@@ -424,15 +506,17 @@ struct LrnPoolCuda {
     const LrnPoolGeom& g = a.g;
     if (a.channels_last) {
       const int64_t groups = (a.C + kClBwdLanes - 1) / kClBwdLanes;
-      const int64_t warps = a.N * g.H * g.W * groups;
-      const int64_t extent = std::max({warps, lrn_pool_image_extent(a.xs, a.C, g.H, g.W, 1),
-                                       lrn_pool_image_extent(a.gs, a.C, g.OH, g.OW, 1),
+      const int64_t pairs = (g.W + 1) / 2;  // input column pairs a warp walks
+      const int64_t seg = cl_segment_for<Launcher>(a.N * g.H * groups, pairs, opt.segments);
+      const int64_t extent = std::max({a.N * g.H * groups * ((pairs + seg - 1) / seg) + 1,
+                                       lrn_pool_image_extent(a.xs, a.C, g.H, g.W, 1),
+                                       lrn_pool_image_extent(a.gs, a.C, g.OH + 1, g.OW + 1, 1),
                                        lrn_pool_image_extent(a.ds, a.C, g.H, g.W, 1)});
       dispatch_index(extent, opt.force_64bit, [&](auto index) {
         using index_t = decltype(index);
-        Launcher::launch(lrn_max_pool_backward_nhwc<T, acc_t, index_t>, dim3(grid_blocks(warps * 32, kLrnPoolThreads)),
-                         kLrnPoolThreads, a, k, DivmodFor<index_t>(groups), DivmodFor<index_t>(g.W),
-                         DivmodFor<index_t>(g.H), warps);
+        const auto plan = cl_plan<index_t>(a.N, g.H, pairs, seg, groups);
+        Launcher::launch(lrn_max_pool_backward_nhwc<T, acc_t, index_t>,
+                         dim3(grid_blocks(plan.warps * 32, kLrnPoolThreads)), kLrnPoolThreads, a, k, plan);
       });
       return;
     }
