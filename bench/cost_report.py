@@ -19,14 +19,20 @@ Per kernel:
   - occupancy on an H200 (cuda_occupancy.h's arithmetic for sm_90: 64K registers in 4
     sub-partitions allocated per warp in units of 256, 228 KB of shared memory per SM in units of
     128 bytes plus 1 KB reserved per block, at most 64 warps and 32 blocks per SM);
-  - the hot loop (cost_kernels.toml's `loop`): the longest path through it (its inner loops, if
-    any, counted once), with the opcode histogram along that path: instructions per element
-    (path length / per_iteration), the FFMA and HMMA shares, 128-, 64- and 32-bit global and
-    shared loads, MUFU (special-function) instructions, and LDL/STL;
+  - the hot loop (cost_kernels.toml's `loop`, `path`, `path_has`): one pass along the longest
+    path through it, or the cheapest path that still does the pass's work (no slow case
+    branching in), inner loops counted once or `inner_trips` times, with the opcode histogram
+    along that path: instructions per element (path length / per_iteration), the FFMA and HMMA
+    shares, global and shared loads and stores by width, cp.async, ldmatrix, MUFU
+    (special-function) instructions, and LDL/STL;
+  - where the entry names a counts runner (COUNT_RUNNERS), the CUDA emulator's counts of the same
+    kernel and host planning at a small shape: coalescing efficiency and sectors per request of
+    the global loads and stores, unique sectors (the least DRAM traffic) against the op's floor
+    at that shape, shared-memory bank-conflict ways, mma and ldmatrix counts;
   - the prediction, from these and the machine's rates below:
         issue  = path instructions x thread_iterations / 32 / (132 SMs x 4 schedulers x clock)
-        memory = DRAM bytes / bandwidth, DRAM bytes = floor_bytes (or, where the emulator counted
-                 the kernel's global traffic, its unique sectors x 32 scaled to the shape)
+        memory = DRAM bytes / bandwidth, DRAM bytes = floor_bytes (times the emulator's unique
+                 bytes over the floor at its shape, where that ratio carries over: elementwise ops)
         tensor = HMMA on the path x thread_iterations / 32 / (132 SMs x HMMA_PER_CLK x clock)
         sfu    = MUFU on the path x thread_iterations / (132 SMs x 16 lanes x clock)
         predicted = max(issue, memory, tensor, sfu)
@@ -45,6 +51,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -98,7 +105,8 @@ def run(cmd):
 def demangle(names):
     if not names or shutil.which("c++filt") is None:
         return dict(zip(names, names))
-    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True)
+    out = out.stdout.split("\n")
     return dict(zip(names, out))
 
 
@@ -131,6 +139,7 @@ class Instr:
     pred: bool
     op: str
     args: str
+    guard: str = ""  # the predicate, as written ("@!P0 "), or ""
 
     @property
     def base(self):
@@ -146,7 +155,7 @@ def parse_sass(text):
             continue
         m = _INSTR.match(line)
         if m and cur is not None:
-            cur.append(Instr(int(m.group(1), 16), bool(m.group(2)), m.group(3), m.group(4)))
+            cur.append(Instr(int(m.group(1), 16), bool(m.group(2)), m.group(3), m.group(4), m.group(2) or ""))
     return funcs
 
 
@@ -180,11 +189,9 @@ def loops(instrs):
     return sorted(out.items())
 
 
-def longest_path(instrs, start, end, loop):
-    """The instructions on the longest path from `start` through [start, end]: to the branch back
-    to `start` (a loop) or to an EXIT (the whole kernel). Branches leaving the range end a path
-    that does not count; branches back inside the range (inner loops) are not followed, so an
-    inner loop's body counts once."""
+def _blocks(instrs, start, end):
+    """The basic blocks of [start, end]: a branch, EXIT or RET ends one, a branch target inside
+    the range starts one."""
     body = [i for i in instrs if start <= i.addr <= end]
     if not body:
         return []
@@ -203,14 +210,40 @@ def longest_path(instrs, start, end, loop):
             cur = []
         cur.append(i)
     blocks.append(cur)
+    return blocks
+
+
+def _matches(i, key):
+    """Whether instruction i is of class `key`: an opcode ("STS": every STS) or an opcode with
+    its leading modifiers ("STS.128", "LDGSTS.E.BYPASS.128.ZFILL"). Never-executed instructions
+    (ptxas pads cp.async with "@!PT LDS RZ, [RZ]") do no work: they match nothing."""
+    return not i.guard.startswith("@!PT") and (i.op == key or i.op.startswith(key + "."))
+
+
+def region_path(instrs, start, end, loop, shortest=False, has=None):
+    """The instructions on the longest (or shortest) path from `start` through [start, end] that
+    holds at least has[key] instructions of each class in `has`: to the branch back to `start`
+    (a loop) or to an EXIT (the whole kernel). Branches leaving the range end a path that does not
+    count; branches back inside the range (inner loops) are not followed, so an inner loop's body
+    counts once. None where no such path closes the region.
+
+    The shortest path that holds a pass's work (its FFMA, HMMA, stores, cp.async...) is the pass
+    a kernel makes when none of its slow cases (edges, padding, misaligned rows) branches in."""
+    blocks = _blocks(instrs, start, end)
+    if not blocks:
+        return []
+    keys = sorted(has or {})
+    need = tuple(int(has[k]) for k in keys)
+    gains = [tuple(sum(1 for i in b if _matches(i, k)) for k in keys) for b in blocks]
+    better = (lambda a, b: a < b) if shortest else (lambda a, b: a > b)
     index = {b[0].addr: n for n, b in enumerate(blocks)}
-    best = [None] * len(blocks)  # (length, predecessor) of the longest path reaching each block
-    best[0] = (0, None)
-    done_len, done_at = -1, None
+    # Per block, per count of each class so far (capped at the need): (length, predecessor state).
+    best = [dict() for _ in blocks]
+    best[0][tuple(0 for _ in keys)] = (0, None)
+    done = None  # (length, block, counts)
     for n, b in enumerate(blocks):
-        if best[n] is None:
+        if not best[n]:
             continue
-        length = best[n][0] + len(b)
         last = b[-1]
         succs = []
         terminal = False
@@ -228,34 +261,74 @@ def longest_path(instrs, start, end, loop):
                 succs.append(n + 1)
         elif n + 1 < len(blocks):
             succs.append(n + 1)
-        if terminal and length > done_len:
-            done_len, done_at = length, n
-        for s in succs:
-            if best[s] is None or best[s][0] < length:
-                best[s] = (length, n)
-    if done_at is None:
-        return body  # no path closes the region: count it all
-    path, n = [], done_at
-    while n is not None:
+        for counts, (length, _) in best[n].items():
+            length += len(b)
+            after = tuple(min(c + g, m) for c, g, m in zip(counts, gains[n], need))
+            if terminal and after == need and (done is None or better(length, done[0])):
+                done = (length, n, counts)
+            for s in succs:
+                old = best[s].get(after)
+                if old is None or better(length, old[0]):
+                    best[s][after] = (length, (n, counts))
+    if done is None:
+        return None
+    path, at = [], (done[1], done[2])
+    while at is not None:
+        n, counts = at
         path[:0] = blocks[n]
-        n = best[n][1]
+        at = best[n][counts][1]
     return path
 
 
-def hot_path(instrs, spec):
+def hot_loop(instrs, spec):
+    """(head, latch) of the loop `spec` names (see cost_kernels.toml: loop, loop_has)."""
     kind = spec.get("loop", "innermost")
-    if kind == "kernel":
-        return longest_path(instrs, instrs[0].addr, instrs[-1].addr, loop=False)
     found = [(h, e) for h, e in loops(instrs) if e > h]
+    want = spec.get("loop_has")
+    def holding(h, e):
+        return sum(1 for i in instrs if h <= i.addr <= e and i.base == want)
     if kind == "outermost":
         found.sort(key=lambda x: x[0] - x[1])
+    elif kind == "busiest":  # the most `loop_has` instructions; of equals, the inner
+        found = [x for x in found if holding(*x)]
+        found.sort(key=lambda x: (-holding(*x), x[1] - x[0]))
     else:
-        want = spec.get("loop_has")
-        found = [(h, e) for h, e in found if any(h <= i.addr <= e and i.base == want for i in instrs)]
+        found = [x for x in found if holding(*x)]
         found.sort(key=lambda x: x[1] - x[0])
     if not found:
-        raise LookupError(f"{spec['name']}: no {kind} loop" + (f" holding {spec.get('loop_has')}" if kind != "outermost" else ""))
-    return longest_path(instrs, found[0][0], found[0][1], loop=True)
+        raise LookupError(f"{spec['name']}: no {kind} loop" + (f" holding {want}" if kind != "outermost" else ""))
+    return found[0]
+
+
+def hot_path(instrs, spec):
+    """The instructions of one pass of the hot loop along the path `spec` names (cost_kernels.toml:
+    loop, loop_has, path, path_has, inner_has, inner_trips)."""
+    kind = spec.get("loop", "innermost")
+    shortest, has = spec.get("path", "longest") == "shortest", spec.get("path_has")
+    if kind == "kernel":
+        start, end, loop = instrs[0].addr, instrs[-1].addr, False
+    else:
+        (start, end), loop = hot_loop(instrs, spec), True
+    path = region_path(instrs, start, end, loop, shortest, has)
+    if path is None:
+        if shortest or has:
+            raise LookupError(f"{spec['name']}: no path through the hot loop"
+                              + (f" holds {dict(has)}" if has else "") + ": update loop, path_has or inner_trips")
+        return [i for i in instrs if start <= i.addr <= end]  # no path closes the region: count it all
+    trips = int(spec.get("inner_trips", 1))
+    if trips > 1:
+        on_path = {i.addr for i in path}
+        inner = [(h, e) for h, e in loops(instrs) if start <= h < e <= end and (h, e) != (start, end)
+                 and h in on_path and e in on_path
+                 and any(h <= i.addr <= e and i.base == spec["inner_has"] for i in instrs)]
+        if not inner:
+            raise LookupError(f"{spec['name']}: no inner loop holding {spec['inner_has']} on the hot path")
+        for h, e in inner:
+            body = region_path(instrs, h, e, True, shortest)
+            if body is None:
+                raise LookupError(f"{spec['name']}: no path through the inner loop at {h:#x}")
+            path = path + body * (trips - 1)
+    return path
 
 
 def mem_width(i):
@@ -267,11 +340,11 @@ def mem_width(i):
 
 
 def path_stats(path, spec):
-    hist = Counter(i.base for i in path if i.base != "NOP")
+    hist = Counter(i.base for i in path)  # (a NOP on the path issues like any instruction)
     n = sum(hist.values())
     per = float(spec["per_iteration"])
-    def loads(prefix):
-        c = Counter(mem_width(i) for i in path if i.base == prefix)
+    def loads(prefix):  # (ptxas pads cp.async with never-executed "@!PT LDS RZ, [RZ]": not loads)
+        c = Counter(mem_width(i) for i in path if i.base == prefix and not i.guard.startswith("@!PT"))
         return {w: c.get(w, 0) for w in (16, 8, 4, 2, 1) if c.get(w)}
     return {
         "path_instructions": n,
@@ -282,9 +355,25 @@ def path_stats(path, spec):
         "mufu": hist.get("MUFU", 0),
         "ldg": loads("LDG"), "stg": loads("STG"), "lds": loads("LDS"), "sts": loads("STS"),
         "ldsm": hist.get("LDSM", 0),
+        "ldgsts": hist.get("LDGSTS", 0),
         "local": hist.get("LDL", 0) + hist.get("STL", 0),
         "histogram": dict(hist.most_common()),
     }
+
+
+def blend_stats(a, b, share):
+    """Stats of a pass that `share` of the warps make as b and the rest as a (path_mix)."""
+    def mix(x, y):
+        if isinstance(x, dict) or isinstance(y, dict):
+            x, y = x or {}, y or {}
+            return {k: mix(x.get(k, 0), y.get(k, 0)) for k in dict.fromkeys([*x, *y])}
+        return (1 - share) * x + share * y
+    out = {k: mix(a[k], b[k]) for k in a}
+    out["histogram"] = dict(sorted(out["histogram"].items(), key=lambda kv: -kv[1]))
+    n = out["path_instructions"]
+    out["ffma_share"] = out["histogram"].get("FFMA", 0) / n if n else 0.0
+    out["hmma_share"] = out["histogram"].get("HMMA", 0) / n if n else 0.0
+    return out
 
 
 # ---- occupancy ------------------------------------------------------------------------------------
@@ -304,47 +393,214 @@ def occupancy(regs, smem, threads):
 
 
 # ---- the emulator's counts ------------------------------------------------------------------------
-def _conv_counts(direction, dtype_name, k):
-    """Runs conv1's kernels under the CUDA emulator at a small shape (2 images of 39 x 39: 128 output
-    pixels, one whole tile; per-element counts do not depend on the batch) and returns what it
-    counted, per element (a MAC)."""
-    import torch
+# Each runner runs one op through its harness (tests/cuda_emu/<op>_emu.cpp: the very kernels and
+# host planning the extension launches) at a small AlexNet-like shape, planned for 132 SMs, and
+# returns the counts of the launch of the entry's kernel. One run serves every kernel it launches.
+_HARNESSES = {}
+_RUNS = {}
 
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from cuda_emu import build
 
-    m = build.load("conv_emu")
-    emu = build.runtime(m)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 39, 39, generator=g).to(dtype)
-    w = (torch.randn(k, 3, 11, 11, generator=g) * 0.1).to(dtype)
-    b = torch.randn(k, generator=g).to(dtype)
-    with emu.configured(multiprocessors=SMS), emu.record() as launches:
-        if direction == "fwd":
-            y = m.forward(x, w, b, [4, 4], [0, 0], True)
-        else:
-            y = torch.relu(torch.nn.functional.conv2d(x.float(), w.float(), b.float(), 4)).to(dtype)
-            m.weight_grad(torch.randn(y.shape, generator=g).to(dtype), x, w, y, [4, 4], [0, 0], True)
-    main = launches[0]
-    macs = y.numel() * 3 * 11 * 11
-    out = {"kernel": main.kernel, "mma": main.mma, "mma_useful": macs / (2048 * main.mma) if main.mma else 0.0,
-           "counted_global": main.global_load.requests + main.global_store.requests > 0, "uniform": main.uniform}
-    if out["counted_global"]:
-        out["dram_bytes_per_element"] = main.dram_bytes / macs
-        out["gld_efficiency"] = main.global_load.efficiency
-        out["gst_efficiency"] = main.global_store.efficiency
-    if main.shared_load.requests:
-        out["lds_bank_ways"] = main.shared_load.bank_ways
-        out["sts_bank_ways"] = main.shared_store.bank_ways
+def _emulator(name):
+    """(harness module, its emulator), built once (cached in the checkout's build/cuda_emu/)."""
+    if name not in _HARNESSES:
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        from cuda_emu import build
+
+        m = build.load(name)
+        _HARNESSES[name] = (m, build.runtime(m))
+    return _HARNESSES[name]
+
+
+def _launches(harness, key, call, sms=SMS):
+    """The launches of call(module) under the emulator with every check and counter on, the host
+    planning told there are `sms` multiprocessors."""
+    if (harness, key) not in _RUNS:
+        m, emu = _emulator(harness)
+        with emu.configured(multiprocessors=sms), emu.record() as launches:
+            call(m)
+        _RUNS[harness, key] = launches
+    return _RUNS[harness, key]
+
+
+def _counts(launches, match, shape, floor_bytes, scales, macs=None):
+    """The figures of the one launch whose kernel name holds `match`. floor_bytes: the op's floor
+    at the count's shape; scales: whether DRAM bytes over the floor carry over to the benchmark
+    shape (elementwise ops: yes; conv, whose weights and partials do not grow with the batch: no)."""
+    hits = [launch for launch in launches if match in launch.kernel]
+    if len(hits) != 1:
+        raise LookupError(f"{len(hits)} launches match {match!r}: {[launch.kernel[:80] for launch in launches]}")
+    (launch,) = hits
+    out = {"kernel": launch.kernel, "shape": shape, "uniform": launch.uniform, "dram_bytes": launch.dram_bytes,
+           "floor_bytes": floor_bytes, "dram_vs_floor": launch.dram_bytes / floor_bytes, "dram_scales": scales}
+    for name, a in (("gld", launch.global_load), ("gst", launch.global_store)):
+        if a.requests:
+            out[f"{name}_efficiency"] = a.efficiency
+            out[f"{name}_sectors_per_request"] = a.sectors_per_request
+            out[f"{name}_bytes_per_request"] = a.bytes / a.requests
+    for name, a in (("lds", launch.shared_load), ("sts", launch.shared_store)):
+        if a.requests:
+            out[f"{name}_bank_ways"] = a.bank_ways
+    if launch.mma:
+        out["mma"] = launch.mma
+        out["mma_useful"] = macs / (2048 * launch.mma)
+    if launch.ldmatrix:
+        out["ldmatrix"] = launch.ldmatrix
     return out
 
 
+def _tensor(shape, dtype, seed, channels_last=False):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(shape, generator=g).to(dtype)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def _dtype(name):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
+LRN_SHAPE = (1, 96, 55, 55)  # conv1's LRN, one image
+
+
+def _lrn_counts(direction, dtype, exact=False, channels_last=False):
+    """LRN at LRN_SHAPE with the paper's constants (size 5, alpha 1e-4, beta 0.75, k 2), or
+    beta = 1 for the exact-power variant; the column kernels with the benchmark's segments
+    (forward 2, backward 1), so that a segment's re-read is as at [128, 96, 55, 55]."""
+    beta = 1.0 if exact else 0.75
+    dt = _dtype(dtype)
+    key = (direction, dtype, exact, channels_last)
+
+    def call(m):
+        x = _tensor(LRN_SHAPE, dt, 0, channels_last)
+        if direction == "fwd":
+            m.forward(x, 5, 1e-4, beta, 2.0, False, 2)
+        else:
+            m.backward(_tensor(LRN_SHAPE, dt, 1, channels_last), x, 5, 1e-4, beta, 2.0, False, 1)
+
+    n = 1
+    for d in LRN_SHAPE:
+        n *= d
+    types = f"{'float' if dtype == 'fp32' else 'c10::BFloat16'}, float, int>"  # 32-bit index
+    if channels_last:
+        kernel = "lrn_elements<" + ("-1, " if direction == "fwd" else "5, ") + types
+    else:
+        kernel = f"lrn_{'forward' if direction == 'fwd' else 'backward'}_columns<5, {str(not exact).lower()}, {types}"
+    size = 4 if dtype == "fp32" else 2
+    shape = "x".join(map(str, LRN_SHAPE)) + (" channels_last" if channels_last else "")
+    return _counts(_launches("lrn_emu", key, call), kernel, shape, (2 if direction == "fwd" else 3) * size * n,
+                   scales=True)
+
+
+POOL_SHAPE = (1, 96, 55, 55)  # conv1's pool, one image: 27 x 27 out
+
+
+def _pool_counts(direction, dtype, channels_last=False, with_index=True):
+    """Max pool 3x3/2 at POOL_SHAPE; the forward with the benchmark's 2 row segments, the
+    backward from the forward's index."""
+    dt = _dtype(dtype)
+    win = ([3, 3], [2, 2], [0, 0], [1, 1], False)
+
+    def forward(m):
+        return m.forward(_tensor(POOL_SHAPE, dt, 0, channels_last), *win, with_index, False, 2)
+
+    if direction == "fwd":
+        launches = _launches("max_pool_emu", ("fwd", dtype, channels_last, with_index), forward)
+    else:
+        def backward(m):
+            y, index = forward(m)
+            m.backward(_tensor(tuple(y.shape), dt, 1, channels_last), index, None, list(POOL_SHAPE), *win,
+                       channels_last, False)
+
+        launches = _launches("max_pool_emu", ("bwd", dtype, channels_last), backward)
+    size = 4 if dtype == "fp32" else 2
+    N, C, H, W = POOL_SHAPE
+    nin, nout = N * C * H * W, N * C * 27 * 27
+    floor = size * (nin + nout) + (nout if (with_index or direction == "bwd") else 0)
+    layout = f"(alexnet_kernels::PoolLayout){1 if channels_last else 0}"
+    types = f"{'float' if dtype == 'fp32' else 'c10::BFloat16'}, float, int>"  # 32-bit index
+    kernel = (f"max_pool3x3s2_forward<{layout}, {str(with_index).lower()}, {types}" if direction == "fwd"
+              else f"max_pool3x3s2_backward<{layout}, {types}")
+    shape = "x".join(map(str, POOL_SHAPE)) + " -> 27x27" + (" channels_last" if channels_last else "")
+    return _counts(launches, kernel, shape, floor, scales=True)
+
+
+# conv1 at 9 output rows of one image (495 pixels: 4 tiles of 128, the last 111 full): paper
+# [1, 3, 43, 227], 96 filters; torchvision [1, 3, 39, 224], 64 filters, padding 2.
+CONV_SHAPES = {96: ((1, 3, 43, 227), 0), 64: ((1, 3, 39, 224), 2)}
+
+
+def _conv_counts(direction, dtype, k, reduce=False):
+    """conv1's row-staged forward or its weight gradient (and the chunks' reduction) at a
+    CONV_SHAPES shape, with the fused ReLU. The weight gradient is planned for one SM, so that the
+    495 pixels make one chunk (at batch 128 on 132 SMs a chunk is 1467 pixels; planned for 132
+    SMs, 495 pixels would make 83 chunks of 6). DRAM bytes against the op's floor at that shape
+    (x and the weights read, y written; for the gradient x, the gradient and y read): the
+    weights and the gradient's partials do not grow with the batch, so the ratio is not carried
+    over to the benchmark shape."""
+    import torch
+    import torch.nn.functional as F
+
+    _emulator("conv_emu")  # first: the tensors below must be allocations the emulator tracks
+    shape, pad = CONV_SHAPES[k]
+    dt = _dtype(dtype)
+    x = _tensor(shape, dt, 0)
+    w = (_tensor((k, 3, 11, 11), dt, 1).float() * 0.1).to(dt)
+    b = _tensor((k,), dt, 2)
+    y = torch.relu(F.conv2d(x.float(), w.float(), b.float(), 4, pad)).to(dt)
+    macs = y.numel() * 363
+    size = x.element_size()
+    if direction == "fwd":
+        def call(m):
+            m.forward(x, w, b, [4, 4], [pad, pad], True, "rows")
+
+        launches = _launches("conv_emu", ("fwd", dtype, k), call)
+        floor = size * (x.numel() + w.numel() + b.numel() + y.numel())
+        match = f"conv_fwd_rows_f32<{k // 32}>" if dtype == "fp32" else f"conv_fwd_rows_mma<c10::BFloat16, {k // 32}>"
+    else:
+        def call(m):
+            m.weight_grad(_tensor(tuple(y.shape), dt, 3), x, w, y, [4, 4], [pad, pad], True)
+
+        launches = _launches("conv_emu", ("wgrad", dtype, k), call, sms=1)
+        floor = size * (x.numel() + 2 * y.numel())
+        if reduce:
+            match = f"conv_wgrad_reduce<{'float' if dtype == 'fp32' else 'c10::BFloat16'}>"
+            floor = (4 + size) * (k * 363 + k)  # one chunk's partials read, dW and db written
+        elif dtype == "fp32":
+            match = f"conv_wgrad_igemm<{k // 32}>"
+        else:
+            match = f"conv_wgrad_igemm_mma<c10::BFloat16, {k // 32}>"
+    return _counts(launches, match, "x".join(map(str, shape)) + f" * {k}x3x11x11", floor, scales=False,
+                   macs=None if reduce else macs)
+
+
 COUNT_RUNNERS = {
-    "conv_fwd_paper_fp32": lambda: _conv_counts("fwd", "fp32", 96),
-    "conv_fwd_paper_bf16": lambda: _conv_counts("fwd", "bf16", 96),
-    "conv_wgrad_paper_fp32": lambda: _conv_counts("wgrad", "fp32", 96),
-    "conv_wgrad_paper_bf16": lambda: _conv_counts("wgrad", "bf16", 96),
+    "lrn_fwd_column_fp32": lambda: _lrn_counts("fwd", "fp32"),
+    "lrn_fwd_column_exact_fp32": lambda: _lrn_counts("fwd", "fp32", exact=True),
+    "lrn_fwd_column_bf16": lambda: _lrn_counts("fwd", "bf16"),
+    "lrn_bwd_column_fp32": lambda: _lrn_counts("bwd", "fp32"),
+    "lrn_bwd_column_exact_fp32": lambda: _lrn_counts("bwd", "fp32", exact=True),
+    "lrn_bwd_column_bf16": lambda: _lrn_counts("bwd", "bf16"),
+    "lrn_fwd_element_fp32": lambda: _lrn_counts("fwd", "fp32", channels_last=True),
+    "lrn_bwd_element_fp32": lambda: _lrn_counts("bwd", "fp32", channels_last=True),
+    "max_pool_fwd_3x3s2_fp32": lambda: _pool_counts("fwd", "fp32"),
+    "max_pool_fwd_3x3s2_noindex_fp32": lambda: _pool_counts("fwd", "fp32", with_index=False),
+    "max_pool_fwd_3x3s2_cl_fp32": lambda: _pool_counts("fwd", "fp32", channels_last=True),
+    "max_pool_fwd_3x3s2_bf16": lambda: _pool_counts("fwd", "bf16"),
+    "max_pool_bwd_3x3s2_fp32": lambda: _pool_counts("bwd", "fp32"),
+    "max_pool_bwd_3x3s2_cl_fp32": lambda: _pool_counts("bwd", "fp32", channels_last=True),
+    "max_pool_bwd_3x3s2_bf16": lambda: _pool_counts("bwd", "bf16"),
+    "conv_fwd_rows_f32_torchvision": lambda: _conv_counts("fwd", "fp32", 64),
+    "conv_fwd_rows_f32_paper": lambda: _conv_counts("fwd", "fp32", 96),
+    "conv_fwd_rows_bf16_torchvision": lambda: _conv_counts("fwd", "bf16", 64),
+    "conv_fwd_rows_bf16_paper": lambda: _conv_counts("fwd", "bf16", 96),
+    "conv_wgrad_f32_torchvision": lambda: _conv_counts("wgrad", "fp32", 64),
+    "conv_wgrad_f32_paper": lambda: _conv_counts("wgrad", "fp32", 96),
+    "conv_wgrad_bf16_torchvision": lambda: _conv_counts("wgrad", "bf16", 64),
+    "conv_wgrad_bf16_paper": lambda: _conv_counts("wgrad", "bf16", 96),
+    "conv_wgrad_reduce_f32": lambda: _conv_counts("wgrad", "fp32", 96, reduce=True),
 }
 
 
@@ -379,7 +635,8 @@ def extension_sass():
     so = sos[0]
     sass = run([cuobjdump, "-arch", ARCH, "-sass", so])
     if "Function :" not in sass:
-        return None, None, f"{os.path.basename(so)} holds no {ARCH} code (TORCH_CUDA_ARCH_LIST={info.get('cuda_archs')})"
+        archs = info.get("cuda_archs")
+        return None, None, f"{os.path.basename(so)} holds no {ARCH} code (TORCH_CUDA_ARCH_LIST={archs})"
     res = run([cuobjdump, "-arch", ARCH, "-res-usage", so])
     return parse_sass(sass), parse_res_usage(res), None
 
@@ -431,6 +688,10 @@ def analyse(spec, mangled, instrs, res, counts):
     r.occupancy = occupancy(res.get("reg", 0), res.get("shared", 0), int(spec.get("threads", 256)))
     try:
         r.loop = path_stats(hot_path(instrs, spec), spec)
+        if spec.get("path_mix"):
+            mix = spec["path_mix"]
+            other = path_stats(hot_path(instrs, {**spec, "path_has": mix["path_has"]}), spec)
+            r.loop = blend_stats(r.loop, other, float(mix["share"]))
     except LookupError as e:
         r.error = str(e)
         return r
@@ -441,8 +702,8 @@ def analyse(spec, mangled, instrs, res, counts):
     issue = r.loop["path_instructions"] * warp_iters / (SMS * SCHEDULERS * CLOCK_HZ)
     floor_bytes = evaluate(spec["floor_bytes"])
     dram, dram_from = floor_bytes, "floor"
-    if r.counts.get("dram_bytes_per_element"):
-        dram, dram_from = r.counts["dram_bytes_per_element"] * elements, "emulator"
+    if r.counts.get("dram_scales"):  # the emulator's unique sectors over the floor, carried over
+        dram, dram_from = floor_bytes * r.counts["dram_vs_floor"], "emulator"
     memory = dram / BANDWIDTH
     tensor = r.loop["hmma"] * warp_iters / (SMS * HMMA_PER_CLK * CLOCK_HZ)
     sfu = r.loop["mufu"] * iters / (SMS * SFU_LANES * CLOCK_HZ)
@@ -469,15 +730,19 @@ def gather(with_counts=True):
     if why_t:
         notes.append(f"Triton kernels skipped: {why_t}.")
     results = []
+    uncounted = {}  # why -> the entries it left without counts
+    counted, started = 0, time.monotonic()
     for spec in specs:
         counts = None
         if with_counts and spec.get("counts") and (sass or spec["source"] == "triton"):
             try:
                 counts = COUNT_RUNNERS[spec["counts"]]()
+                counted += 1
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as e:  # noqa: BLE001 - also pytest's skip (no compiler): go on without counts
-                notes.append(f"{spec['name']}: no emulator counts ({type(e).__name__}: {str(e).splitlines()[0][:200]}).")
+                why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                uncounted.setdefault(why, []).append(spec["name"])
         if spec["source"] == "cuda":
             if not sass:
                 continue
@@ -490,18 +755,29 @@ def gather(with_counts=True):
             mangled = hits[0]
             r = analyse(spec, mangled, sass[mangled], res.get(mangled, {}), counts)
             r.kernel = names[mangled]
+            if counts and spec["match"] not in counts["kernel"] and not r.error:
+                r.error = f"the counts runner {spec['counts']!r} counted another kernel: {counts['kernel'][:100]}"
         else:
             if spec["name"] not in tri:
                 continue
             mangled, instrs, rres = tri[spec["name"]]
             r = analyse(spec, mangled, instrs, rres, counts)
         results.append(r)
+    notes += [f"No emulator counts for {', '.join(names)} ({why})." for why, names in uncounted.items()]
+    if counted:
+        notes.append(f"Emulator counts: {counted} kernels in {time.monotonic() - started:.1f} s, harness builds "
+                     "included (cached in build/cuda_emu/).")
     return results, notes
 
 
 # ---- output ---------------------------------------------------------------------------------------
 def _ld(d):
-    return " ".join(f"{c}x{w * 8}" for w, c in d.items()) or "-"
+    return " ".join(f"{c:.3g}x{w * 8}" for w, c in d.items() if c) or "-"
+
+
+def _n(x):
+    """A count for the tables: whole where it is, else 3 significant digits (a path_mix blend)."""
+    return "-" if not x else f"{x:.4g}"
 
 
 def table(title, cols, rows):
@@ -525,14 +801,20 @@ def render(results, notes, recorded):
     for r in ok:
         L = r.loop
         rec = recorded.get(r.name, {}).get("instructions_per_element")
-        rows.append([r.name, r.spec.get("loop"), L["path_instructions"], f"{r.spec['per_iteration']} {r.spec['element']}",
+        kind = r.spec.get("loop", "innermost") + ("" if r.spec.get("path", "longest") == "longest" else ", shortest")
+        if r.spec.get("inner_trips"):
+            kind += f", inner x{r.spec['inner_trips']}"
+        if r.spec.get("path_mix"):
+            kind += f", mix {r.spec['path_mix']['share']:g}"
+        rows.append([r.name, kind, _n(L["path_instructions"]), f"{r.spec['per_iteration']} {r.spec['element']}",
                      f"{L['instructions_per_element']:.3f}", f"{rec:.3f}" if rec else "-",
-                     f"{100 * L['ffma_share']:.0f}%", f"{100 * L['hmma_share']:.1f}%", L["mufu"],
-                     _ld(L["ldg"]), _ld(L["stg"]), _ld(L["lds"]), _ld(L["sts"]), L["local"]])
+                     f"{100 * L['ffma_share']:.0f}%", f"{100 * L['hmma_share']:.1f}%", _n(L["mufu"]),
+                     _ld(L["ldg"]), _ld(L["stg"]), _n(L["ldgsts"]), _ld(L["lds"]), _ld(L["sts"]), _n(L["ldsm"]),
+                     _n(L["local"]) if L["local"] else 0])
     out.append(table(
-        "Hot loop: the longest path through one pass (loads as count x bits)",
-        ["kernel", "loop", "instr", "per pass", "instr/elem", "recorded", "FFMA", "HMMA", "MUFU", "LDG", "STG",
-         "LDS", "STS", "LDL/STL"], rows))
+        "Hot loop: one pass along the path cost_kernels.toml names (loads as count x bits)",
+        ["kernel", "loop, path", "instr", "per pass", "instr/elem", "recorded", "FFMA", "HMMA", "MUFU", "LDG", "STG",
+         "cp.async", "LDS", "STS", "LDSM", "LDL/STL"], rows))
     rows = []
     for r in ok:
         p = r.prediction
@@ -546,22 +828,30 @@ def render(results, notes, recorded):
          "pred/floor", "bytes from"], rows))
     counted = [r for r in ok if r.counts]
     if counted:
-        rows = [[r.name, r.counts.get("mma", 0), f"{r.counts['mma_useful']:.3f}" if r.counts.get("mma") else "-",
-                 f"{r.counts['gld_efficiency']:.2f}" if "gld_efficiency" in r.counts else "not counted (raw)",
-                 f"{r.counts['gst_efficiency']:.2f}" if "gst_efficiency" in r.counts else "-",
-                 f"{r.counts['lds_bank_ways']:.2f}" if "lds_bank_ways" in r.counts else "-",
-                 ("yes" if r.counts.get("uniform") else "no") if r.counts.get("counted_global") else "-"]
-                for r in counted]
-        out.append(table("CUDA emulator counts (input 2 x 3 x 39 x 39: 128 output pixels; planned for 132 SMs; "
-                         "useful = MACs / (mma x 2048); efficiency = bytes / (sectors x 32))",
-                         ["kernel", "mma", "useful", "gld efficiency", "gst efficiency", "LDS ways",
-                          "warp-uniform"], rows))
-    spills = [r for r in ok if r.spec.get("hot") and (r.local_instructions or r.resources.get("local") or r.resources.get("stack"))]
+        def f(c, key, fmt="{:.2f}"):
+            return fmt.format(c[key]) if key in c else "-"
+        rows = [[r.name, c["shape"], f(c, "gld_efficiency"), f(c, "gld_sectors_per_request"),
+                 f(c, "gst_efficiency"), f(c, "gst_sectors_per_request"), f"{c['dram_bytes']:,}",
+                 f"{c['dram_vs_floor']:.3f}", f(c, "lds_bank_ways"), f(c, "sts_bank_ways"), c.get("mma", "-"),
+                 f(c, "mma_useful", "{:.3f}"), c.get("ldmatrix", "-"), "yes" if c["uniform"] else "no"]
+                for r in counted for c in [r.counts]]
+        out.append(table(
+            "CUDA emulator counts at a small shape (the same kernels and planning, run on the CPU)",
+            ["kernel", "shape", "gld eff", "gld sect/req", "gst eff", "gst sect/req", "DRAM bytes", "DRAM/floor",
+             "LDS ways", "STS ways", "mma", "mma useful", "ldmatrix", "warp-uniform"], rows))
+        out.append("eff = bytes requested / (sectors x 32), above 1 where lanes load the same bytes; sect/req ="
+                   " 32-byte sectors per warp request; DRAM"
+                   " bytes = unique sectors x 32 (each sector read or written once: the least DRAM traffic), over"
+                   " the op's floor at that shape; ways = bank-conflict wavefronts per request phase (1:"
+                   " conflict-free; ldmatrix included in LDS); mma useful = MACs / (mma x 2048).\n")
+    spills = [r for r in ok if r.spec.get("hot")
+              and (r.local_instructions or r.resources.get("local") or r.resources.get("stack"))]
     if spills:
         out.append("### Hot kernels that spill or use local memory\n")
         out += [f"- {r.name}: {r.resources.get('stack')}-byte stack, {r.resources.get('local')} bytes local, "
                 f"{r.local_instructions} LDL/STL ({r.loop['local']} in the hot loop)"
-                + (f"; known: {r.spec['known_spill']}" if r.spec.get("known_spill") else "; NOT EXPECTED") for r in spills]
+                + (f"; known: {r.spec['known_spill']}" if r.spec.get("known_spill") else "; NOT EXPECTED")
+                for r in spills]
         out.append("")
     errors = [r for r in results if r.error]
     if errors:
@@ -577,11 +867,13 @@ on the path x thread passes / (132 x 16 x 1.98 GHz); predicted = the largest; fl
 
 def figures(results):
     return {r.name: {"kernel": r.kernel, "instructions_per_element": round(r.loop["instructions_per_element"], 4),
-                     "path_instructions": r.loop["path_instructions"], "registers": r.resources.get("reg"),
+                     "path_instructions": round(r.loop["path_instructions"], 3), "registers": r.resources.get("reg"),
                      "stack": r.resources.get("stack"), "local": r.resources.get("local"),
                      "ldl_stl": r.local_instructions, "hot": bool(r.spec.get("hot")),
                      "known_spill": r.spec.get("known_spill"),
-                     "predicted_ms": round(r.prediction["predicted_ms"], 5)}
+                     "predicted_ms": round(r.prediction["predicted_ms"], 5),
+                     **({"counts": {k: round(v, 4) if isinstance(v, float) else v for k, v in r.counts.items()
+                                    if k not in ("kernel", "dram_scales")}} if r.counts else {})}
             for r in results if not r.error}
 
 
@@ -607,7 +899,15 @@ def main(argv=None):
     if args.record:
         if not any(r.spec["source"] == "cuda" for r in results):
             sys.exit("cost_report: nothing to record without the CUDA kernels' sm_90 code")
-        keep = {k: v for k, v in recorded.items() if k not in figs}  # e.g. Triton figures when it was skipped
+        with open(CONFIG, "rb") as f:
+            listed = {s["name"] for s in tomllib.load(f)["kernel"]}
+        # Kernels this run skipped (Triton without a GPU compiler, say) keep their figures, and
+        # kernels counted before keep their counts when this run had none; entries no longer
+        # listed go.
+        keep = {k: v for k, v in recorded.items() if k in listed and k not in figs}
+        for k, v in figs.items():
+            if "counts" not in v and "counts" in recorded.get(k, {}):
+                v["counts"] = recorded[k]["counts"]
         with open(FIGURES, "w") as f:
             json.dump({"note": "bench/cost_report.py --record; tests/test_cost_report.py compares against these",
                        "kernels": {**keep, **figs}}, f, indent=1, sort_keys=True)
