@@ -4,9 +4,11 @@
 // NCHW or strided; the element path for channels_last), so that the results are theirs, bit for
 // bit.
 //
-// Forward: a band of output rows keeps the LRN of three input rows (for every channel and column)
-// in a buffer of T, each row computed once (the band's first row is the one row recomputed, by
-// the band above too), and pools each output's window from it, rows then columns. Backward: each
+// Forward: a band of output rows computes the LRN of each input row once (for every channel and
+// column, into a row of T: the band's first row is the one recomputed, by the band above too),
+// reduces each window row over kw along it, and each output row from three such reductions, the
+// bottom one carried to the next output row (max_pool's CPU forward, on LRN values); the
+// reductions are branch-free selects the compiler vectorizes. Backward: each
 // input column walks its channels through lrn.h's backward, with the pooled gradient gathered on
 // the fly from the winners' bytes of the (at most four) outputs covering it (PooledGradColumn).
 #include <ATen/Parallel.h>
@@ -22,23 +24,32 @@ struct LrnPoolCpu {
   template <typename T, typename acc_t>
   static void forward(const LrnPoolFwdArgs<T>& a, const LrnCoef<acc_t>& k, const PlanOptions&) {
     const LrnPoolGeom& g = a.g;
-    const int64_t C = a.C, W = g.W;
+    const int64_t C = a.C, W = g.W, OW = g.OW;
     const int64_t bands = (g.OH + kBandRows - 1) / kBandRows;
     at::parallel_for(0, a.N * bands, 1, [&](int64_t begin, int64_t end) {
-      // Three input rows of LRN values, [C][W] on the column path, [W][C] on the element path.
-      std::vector<T> buf(3 * C * W);
+      // One input row of LRN values ([C][W] on the column path, [W][C] on the element path), and
+      // the window-row reductions (best, kw) of three input rows, [C][OW] or [OW][C].
+      std::vector<T> lrn(C * W);
+      std::vector<acc_t> rb(3 * C * OW);
+      std::vector<int32_t> rk(3 * C * OW);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / bands;
         const int oh0 = static_cast<int>(task % bands) * kBandRows;
         const int oh1 = std::min<int>(oh0 + kBandRows, g.OH);
         const gptr<const T> xn = a.x + n * a.xs.n;
-        T* rows[3] = {buf.data(), buf.data() + C * W, buf.data() + 2 * C * W};
-        lrn_row<T, acc_t>(a, xn, 2 * oh0, rows[0], k);
+        acc_t* b[3] = {rb.data(), rb.data() + C * OW, rb.data() + 2 * C * OW};
+        int32_t* kw[3] = {rk.data(), rk.data() + C * OW, rk.data() + 2 * C * OW};
+        auto row = [&](int h, int slot) {
+          lrn_row<T, acc_t>(a, xn, h, lrn.data(), k);
+          reduce_row<T, acc_t>(a, lrn.data(), b[slot], kw[slot]);
+        };
+        row(2 * oh0, 0);
         for (int oh = oh0; oh < oh1; ++oh) {
-          lrn_row<T, acc_t>(a, xn, 2 * oh + 1, rows[1], k);
-          lrn_row<T, acc_t>(a, xn, 2 * oh + 2, rows[2], k);
-          pool_row<T, acc_t>(a, n, oh, rows);
-          std::swap(rows[0], rows[2]);  // this window's bottom row is the next one's top
+          row(2 * oh + 1, 1);
+          row(2 * oh + 2, 2);
+          pool_row<T, acc_t>(a, n, oh, b, kw);
+          std::swap(b[0], b[2]);  // this window's bottom row is the next one's top
+          std::swap(kw[0], kw[2]);
         }
       }
     });
@@ -88,31 +99,70 @@ struct LrnPoolCpu {
     }
   }
 
-  // Output row oh of every channel from the LRN of its three input rows.
+  // Each window row's reduction over kw (max_pool.h's pool3_row) along an input row of LRN values,
+  // vectorized along the row (NCHW: the stride-2 loads deinterleave) or over c (channels_last).
   template <typename T, typename acc_t>
-  static void pool_row(const LrnPoolFwdArgs<T>& a, int64_t n, int oh, T* const (&rows)[3]) {
+  static void reduce_row(const LrnPoolFwdArgs<T>& a, const T* __restrict__ r, acc_t* __restrict__ b,
+                         int32_t* __restrict__ kw) {
     const int64_t C = a.C, W = a.g.W, OW = a.g.OW;
-    // A row's element (c, w) in the buffer.
-    const int64_t bc = a.channels_last ? 1 : W, bw = a.channels_last ? C : 1;
-    const int64_t yo = n * a.ys.n + oh * a.ys.h;
-    auto pool = [&](int64_t c, int64_t ow) {
-      acc_t b[3], best;
-      int kw[3], pos;
-      for (int r = 0; r < 3; ++r) {
-        const T* p = rows[r] + c * bc + 2 * ow * bw;
-        pool3_row(static_cast<acc_t>(p[0]), static_cast<acc_t>(p[bw]), static_cast<acc_t>(p[2 * bw]), b[r], kw[r]);
+    if (a.channels_last) {
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        const T* p = r + 2 * ow * C;
+        for (int64_t c = 0; c < C; ++c) {
+          acc_t best;
+          int k;
+          pool3_row(static_cast<acc_t>(p[c]), static_cast<acc_t>(p[C + c]), static_cast<acc_t>(p[2 * C + c]), best, k);
+          b[ow * C + c] = best;
+          kw[ow * C + c] = k;
+        }
       }
-      pool3_rows(b[0], kw[0], b[1], kw[1], b[2], kw[2], best, pos);
-      const int64_t o = yo + c * a.ys.c + ow * a.ys.w;
-      a.y[o] = static_cast<T>(best);
-      if (a.index) a.index[o] = static_cast<uint8_t>(pos);
-    };
-    if (a.channels_last) {  // the output's memory order
-      for (int64_t ow = 0; ow < OW; ++ow)
-        for (int64_t c = 0; c < C; ++c) pool(c, ow);
     } else {
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t ow = 0; ow < OW; ++ow) pool(c, ow);
+      for (int64_t c = 0; c < C; ++c) {
+        const T* p = r + c * W;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          acc_t best;
+          int k;
+          pool3_row(static_cast<acc_t>(p[2 * ow]), static_cast<acc_t>(p[2 * ow + 1]), static_cast<acc_t>(p[2 * ow + 2]),
+                    best, k);
+          b[c * OW + ow] = best;
+          kw[c * OW + ow] = k;
+        }
+      }
+    }
+  }
+
+  // Output row oh of every channel from its three window rows' reductions (pool3_rows), written
+  // in the output's memory order (y is dense: unit stride along ow, or along c).
+  template <typename T, typename acc_t>
+  static void pool_row(const LrnPoolFwdArgs<T>& a, int64_t n, int oh, acc_t* const (&b)[3], int32_t* const (&kw)[3]) {
+    const int64_t C = a.C, OW = a.g.OW;
+    const int64_t lines = a.channels_last ? OW : C, len = a.channels_last ? C : OW;
+    const int64_t step = a.channels_last ? a.ys.w : a.ys.c;
+    for (int64_t l = 0; l < lines; ++l) {
+      const acc_t* __restrict__ b0 = b[0] + l * len;
+      const acc_t* __restrict__ b1 = b[1] + l * len;
+      const acc_t* __restrict__ b2 = b[2] + l * len;
+      const int32_t* __restrict__ k0 = kw[0] + l * len;
+      const int32_t* __restrict__ k1 = kw[1] + l * len;
+      const int32_t* __restrict__ k2 = kw[2] + l * len;
+      T* __restrict__ y = a.y + n * a.ys.n + oh * a.ys.h + l * step;
+      uint8_t* __restrict__ index = a.index ? a.index + n * a.ys.n + oh * a.ys.h + l * step : nullptr;
+      if (index) {
+        for (int64_t i = 0; i < len; ++i) {
+          acc_t best;
+          int pos;
+          pool3_rows(b0[i], k0[i], b1[i], k1[i], b2[i], k2[i], best, pos);
+          y[i] = static_cast<T>(best);
+          index[i] = static_cast<uint8_t>(pos);
+        }
+      } else {
+        for (int64_t i = 0; i < len; ++i) {
+          acc_t best;
+          int pos;
+          pool3_rows(b0[i], k0[i], b1[i], k1[i], b2[i], k2[i], best, pos);
+          y[i] = static_cast<T>(best);
+        }
+      }
     }
   }
 };
