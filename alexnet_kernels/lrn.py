@@ -64,7 +64,8 @@ def _lrn_fake(x, size, alpha, beta, k):
 @torch.library.register_fake("alexnet_kernels::lrn_backward")
 def _lrn_backward_fake(grad, x, size, alpha, beta, k):
     _check(x, size)
-    torch._check(grad.shape == x.shape, lambda: f"lrn_backward: grad shape {list(grad.shape)} != x shape {list(x.shape)}")
+    torch._check(grad.shape == x.shape,
+                 lambda: f"lrn_backward: grad shape {list(grad.shape)} != x shape {list(x.shape)}")
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_out_format(x))
 
 

@@ -87,7 +87,8 @@ def _check(x, kernel_size, stride, padding, dilation, ceil_mode):
             )
     _, C, H, W = x.shape
     if C == 0 or H == 0 or W == 0:
-        raise ValueError(f"max_pool2d: x must have non-zero C, H and W (only the batch may be empty), got {list(x.shape)}")
+        raise ValueError(
+            f"max_pool2d: x must have non-zero C, H and W (only the batch may be empty), got {list(x.shape)}")
     oh = _out_size(H, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
     ow = _out_size(W, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
     if oh <= 0 or ow <= 0:

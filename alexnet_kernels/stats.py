@@ -7,43 +7,10 @@
     receptive_field(variant, layer, input_size=None) -> ReceptiveField(size, jump, start)
 
 Nothing here is typed in: ``layer_table`` builds ``alexnet(variant, backend="torch")`` on the
-meta device (shapes without memory or arithmetic; on the CPU where meta is not supported), runs
-one image through it with forward hooks on its convolutions, linear layers, poolings and LRNs,
-and derives every number from the shapes the hooks saw and the modules' attributes. ReLU and
-dropout get no rows: they keep the shape, the receptive field and (in place) the memory.
-
-Rows and groups
----------------
-One row per layer in the order the forward pass runs them: conv1, lrn1 (paper only), pool1,
-conv2, lrn2 (paper only), pool2, conv3, conv4, conv5, pool5, [avgpool], fc6, fc7, fc8.
-torchvision's AdaptiveAvgPool2d((6, 6)) gets a row only where it changes the shape (any input
-size whose pool5 output is not 6x6); at 224x224 it is the identity and is left out. Groups:
-"early convs" (conv1, conv2 and their LRNs and poolings), "later convs" (conv3 to pool5, and
-avgpool), "fc layers" (fc6 to fc8). In the paper variant a row covers both towers, which run
-the same shapes: channel counts are the towers' sum, shown as 2x48 where each tower has its own
-half. Layers are named by position: the k-th convolution is conv<k>, the LRN and pooling after
-it lrn<k> and pool<k>, the linear layers continue the count (fc6, fc7, fc8).
-
-Conventions
------------
-* Receptive field, for a layer of kernel k, stride s and padding p over an input whose units
-  have receptive field r_in, jump j_in and effective padding p_in (the image: 1, 1, 0):
-  r = r_in + (k - 1) * j_in, j = j_in * s, p_eff = p_in + p * j_in. Unit (y, x) of the layer
-  sees input pixels [start + y * j, start + y * j + r) in each direction, start = -p_eff; parts
-  of that window outside the image are padding. LRN is spatially pointwise (k = s = 1, p = 0).
-  An fc layer sees every position of the last spatial map (n x n): it counts as a convolution
-  of kernel n, stride 1, padding 0 (fc6 of the paper: 195 + 5 * 32 = 355 pixels, more than the
-  image: it sees all of it). An adaptive average pooling whose windows are not all the same
-  size and stride has no single jump: its row gives the widest window's receptive field, jump
-  and padding "-", and the fc layers after it are measured on the map before it.
-* FLOPs: 1 multiply-add = 2 FLOPs, for convolutions and linear layers only, counted over the
-  connections that exist: a paper conv2, conv4 or conv5 filter sees only its own tower's
-  channels (48, 192, 192), conv3 and the fc layers see both towers. Bias additions, ReLU,
-  LRN, pooling and dropout are not counted (together well under 1% of the total).
-* Activation memory: the elements of each layer's output for one image (batch 1) and their
-  bytes at fp32 (4 bytes each); a batch of B needs B times as much. ReLUs run in place and add
-  nothing; the input image (3 x N x N) is not in any row.
-* Parameters: weights and biases of the layer, both towers.
+meta device, runs one image through it with forward hooks on its convolutions, linear layers,
+poolings and LRNs, and derives every number from the shapes the hooks saw and the modules'
+attributes. docs/stats.md states the rows, groups and conventions (receptive field, FLOPs,
+activation memory).
 """
 from __future__ import annotations
 
@@ -413,21 +380,24 @@ def format_table(rows: List[LayerRow], variant: str, input_size: int, num_classe
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv=None) -> int:
-    parser = _Parser(prog="python -m alexnet_kernels.stats",
-                     description="Per-layer sizes, receptive fields, memory, parameters and FLOPs of AlexNet, "
-                                 "computed from the model definition.")
+    # exit_on_error=False: argparse raises its errors instead of printing its usage block, so
+    # they are reported as one line like every other error here.
+    parser = argparse.ArgumentParser(prog="python -m alexnet_kernels.stats", exit_on_error=False,
+                                     description="Per-layer sizes, receptive fields, memory, parameters and FLOPs "
+                                                 "of AlexNet, computed from the model definition.")
     parser.add_argument("--variant", choices=VARIANTS, default="paper", help="default: paper")
     parser.add_argument("--input-size", type=int, metavar="N",
                         help="image height = width (default: 227 paper, which takes only 227; 224 torchvision, "
                              "which takes 63 and more)")
     parser.add_argument("--num-classes", type=int, default=1000, metavar="K", help="fc8's outputs (default 1000)")
-    args = parser.parse_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            raise argparse.ArgumentError(None, f"unrecognized arguments: {' '.join(unknown)}")
+    except argparse.ArgumentError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     size = DEFAULT_INPUT_SIZE[args.variant] if args.input_size is None else args.input_size
     try:
         rows = layer_table(args.variant, size, args.num_classes)

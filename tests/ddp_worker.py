@@ -16,10 +16,10 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from helpers import rel_err  # tests/ is the script's directory, so it is on sys.path
 from torch.nn.parallel import DistributedDataParallel
 
 from alexnet_kernels.models import alexnet
-from helpers import rel_err  # tests/ is the script's directory, so it is on sys.path
 
 # (variant, backend, devices, image size)
 CASES = [

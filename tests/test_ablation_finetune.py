@@ -11,20 +11,13 @@ import torch
 import torchvision
 
 from alexnet_kernels import models
-from test_train import TINY, one_line_error, step_losses
-from train import checkpoint, run
-
-
-def tiny(*extra, epochs=1):
-    return TINY + ["--epochs", str(epochs), *extra]
+from train import checkpoint, config, run
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(trained_checkpoint):
     """A checkpoint trained for two steps on 3 generated classes: what the fine-tuning starts from."""
-    out = str(tmp_path_factory.mktemp("source"))
-    assert run.main(tiny("--classes", "3", "--train-images", "8", "--out", out)) == 0
-    return os.path.join(out, "checkpoint.pt")
+    return trained_checkpoint
 
 
 def weights(path):
@@ -32,7 +25,7 @@ def weights(path):
 
 
 def test_run_layers_are_the_models():
-    assert run.LAYERS == models.LAYERS
+    assert config.LAYERS == models.LAYERS and config.REMOVABLE == models.REMOVABLE
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,7 +33,7 @@ def test_run_layers_are_the_models():
 # --------------------------------------------------------------------------------------------
 
 
-def test_remove_reaches_the_checkpoint_and_load_model(tmp_path, capsys):
+def test_remove_reaches_the_checkpoint_and_load_model(tmp_path, capsys, tiny, run_error):
     out = str(tmp_path / "ablated")
     assert run.main(tiny("--remove", "fc7,conv3", "--train-images", "8", "--out", out)) == 0
     assert "AlexNet torchvision variant without conv3, fc7 at 64x64" in capsys.readouterr().out
@@ -54,17 +47,17 @@ def test_remove_reaches_the_checkpoint_and_load_model(tmp_path, capsys):
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
     # a resumed run takes the removed layers from its checkpoint; a flag that says otherwise is an error
-    one_line_error(capsys, tiny("--remove", "conv3", "--resume", path, epochs=2),
-                   f"--remove conv3: the --resume checkpoint {path} was made with --remove conv3,fc7")
-    one_line_error(capsys, tiny("--finetune", path, "--freeze-below", "conv3", "--out", str(tmp_path / "ft")),
-                   "--freeze-below conv3: the network has no conv3 (removed: conv3, fc7)")
-    one_line_error(capsys, tiny("--finetune", path, "--remove", "fc6", "--out", str(tmp_path / "ft")),
-                   f"--remove fc6: the --finetune checkpoint {path} was made with --remove conv3,fc7")
+    run_error(tiny("--remove", "conv3", "--resume", path, epochs=2),
+              f"--remove conv3: the --resume checkpoint {path} was made with --remove conv3,fc7")
+    run_error(tiny("--finetune", path, "--freeze-below", "conv3", "--out", str(tmp_path / "ft")),
+              "--freeze-below conv3: the network has no conv3 (removed: conv3, fc7)")
+    run_error(tiny("--finetune", path, "--remove", "fc6", "--out", str(tmp_path / "ft")),
+              f"--remove fc6: the --finetune checkpoint {path} was made with --remove conv3,fc7")
 
 
-def test_remove_bad_names(capsys):
-    one_line_error(capsys, tiny("--remove", "conv3,pool5,fc8"),
-                   "--remove: pool5, fc8 cannot be removed (the removable layers: conv3, conv4, fc6, fc7)")
+def test_remove_bad_names(tiny, run_error):
+    run_error(tiny("--remove", "conv3,pool5,fc8"),
+              "--remove: pool5, fc8 cannot be removed (the removable layers: conv3, conv4, fc6, fc7)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +65,7 @@ def test_remove_bad_names(capsys):
 # --------------------------------------------------------------------------------------------
 
 
-def test_finetune_freezes_below_and_resumes_exactly(source, tmp_path, capsys):
+def test_finetune_freezes_below_and_resumes_exactly(source, tmp_path, capsys, tiny, run_error, step_losses):
     """3 classes -> 5, conv1..conv5 frozen: fc8 has 5 outputs, the frozen weights are the
     source's bit for bit, fc6 and fc7 moved; one epoch then --resume repeats two straight epochs."""
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
@@ -93,10 +86,10 @@ def test_finetune_freezes_below_and_resumes_exactly(source, tmp_path, capsys):
     assert (config["num_classes"], config["freeze_below"], config["finetune"]) == (5, "fc6", source)
     model, _ = checkpoint.load_model(os.path.join(straight, "checkpoint.pt"), backend="torch")
     assert model.classifier[6].out_features == 5
-    one_line_error(capsys, tiny("--classes", "5", "--freeze-below", "fc7", "--resume",
-                                os.path.join(straight, "checkpoint.pt"), epochs=3),
-                   "--freeze-below fc7: the --resume checkpoint " + os.path.join(straight, "checkpoint.pt")
-                   + " was made with --freeze-below fc6")
+    run_error(tiny("--classes", "5", "--freeze-below", "fc7", "--resume", os.path.join(straight, "checkpoint.pt"),
+                   epochs=3),
+              "--freeze-below fc7: the --resume checkpoint " + os.path.join(straight, "checkpoint.pt")
+              + " was made with --freeze-below fc6")
 
     assert run.main(tiny(*finetune, "--out", split)) == 0
     # --resume alone: the checkpoint says which layers are frozen and where the run started from
@@ -108,7 +101,23 @@ def test_finetune_freezes_below_and_resumes_exactly(source, tmp_path, capsys):
     assert checkpoint.load(os.path.join(split, "checkpoint.pt"))["config"]["finetune"] == source
 
 
-def test_finetune_from_a_torchvision_state_dict(tmp_path):
+def test_finetune_on_a_folder_resumes_alone(source, tmp_path, image_folder, stop_at, monkeypatch, step_losses):
+    """The README's fine-tuning command on a small ImageFolder, stopped by Ctrl-C in its second
+    epoch and resumed with --resume alone: the data, its 2-class head, the frozen layers and the
+    recipe come from the checkpoint, and the losses are the uninterrupted run's."""
+    root = image_folder(tmp_path / "images", 12, classes=2)  # 11 training images, 1 held out
+    flags = ["--finetune", source, "--data", root, "--freeze-below", "fc6", "--lr", "0.001", "--batch-size", "4",
+             "--backend", "torch", "--epochs", "2", "--log-every", "1", "--devices", "cpu"]
+    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    assert run.main([*flags, "--out", straight]) == 0
+    stop_at(3)
+    assert run.main([*flags, "--out", stopped]) == 130
+    monkeypatch.undo()
+    assert run.main(["--resume", os.path.join(stopped, "checkpoint.pt")]) == 0
+    assert step_losses(stopped) == step_losses(straight) and len(step_losses(straight)) == 4
+
+
+def test_finetune_from_a_torchvision_state_dict(tmp_path, tiny):
     """A torchvision AlexNet .pth a user has (here untrained) fine-tunes like our checkpoints;
     --freeze-below fc8 trains fc8 alone."""
     torch.manual_seed(0)
@@ -122,22 +131,20 @@ def test_finetune_from_a_torchvision_state_dict(tmp_path):
     assert all(torch.equal(after[k], before[k]) for k in before if not k.startswith("classifier.6."))
 
 
-def test_finetune_errors(source, tmp_path, capsys):
+def test_finetune_errors(source, tmp_path, tiny, run_error):
     out = ["--out", str(tmp_path / "run")]
     missing = str(tmp_path / "missing.pt")
-    one_line_error(capsys, tiny("--finetune", missing, *out), f"--finetune {missing}: no such file")
+    run_error(tiny("--finetune", missing, *out), f"--finetune {missing}: no such file")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    one_line_error(capsys, tiny("--finetune", str(tmp_path / "junk.pt"), *out),
-                   "junk.pt: not a checkpoint torch.load can read")
-    one_line_error(capsys, tiny("--finetune", source, "--freeze-below", "fc9", *out),
-                   "argument --freeze-below: invalid choice: 'fc9'")
-    one_line_error(capsys, tiny("--finetune", source, "--resume", source, *out),
-                   "--finetune and --resume cannot be combined")
-    one_line_error(capsys, ["--finetune", source, "--variant", "paper", "--devices", "cpu", *out],
-                   f"--variant paper: the --finetune checkpoint {source} was made with --variant torchvision")
-    one_line_error(capsys, tiny("--freeze-below", "fc6", *out), "--freeze-below needs --finetune")
-    one_line_error(capsys, tiny("--finetune", source, "--out", os.path.dirname(source)),
-                   "holds the --finetune checkpoint, which the run would overwrite")
+    run_error(tiny("--finetune", str(tmp_path / "junk.pt"), *out), "junk.pt: not a checkpoint torch.load can read")
+    run_error(tiny("--finetune", source, "--freeze-below", "fc9", *out),
+              "argument --freeze-below: invalid choice: 'fc9'")
+    run_error(tiny("--finetune", source, "--resume", source, *out), "--finetune and --resume cannot be combined")
+    run_error(["--finetune", source, "--variant", "paper", "--devices", "cpu", *out],
+              f"--variant paper: the --finetune checkpoint {source} was made with --variant torchvision")
+    run_error(tiny("--freeze-below", "fc6", *out), "--freeze-below needs --finetune")
+    run_error(tiny("--finetune", source, "--out", os.path.dirname(source)),
+              "holds the --finetune checkpoint, which the run would overwrite")
     pth = tmp_path / "state_dict.pt"
     torch.save(torchvision.models.alexnet(weights=None, num_classes=2).state_dict(), pth)
-    one_line_error(capsys, tiny("--resume", str(pth)), "not a checkpoint of train/run.py (a torchvision state_dict")
+    run_error(tiny("--resume", str(pth)), "not a checkpoint of train/run.py (a torchvision state_dict")

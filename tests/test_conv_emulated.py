@@ -1,9 +1,9 @@
 """The CUDA implicit-GEMM conv kernels (csrc/cuda/conv_igemm*.cuh), run on the CPU.
 
 tests/cuda_emu/conv_emu.cpp compiles the very kernels and host planning that conv_cuda.cu
-launches, with tests/cuda_emu/cuda_emu.h standing in for CUDA: one std::thread per CUDA
-thread, barriers for __syncthreads, warp exchanges for shuffles, mma.sync and ldmatrix (fragment
-layouts from the PTX ISA), cp.async as a synchronous copy. So a machine without a GPU checks
+launches, with tests/cuda_emu/cuda_emu.h standing in for CUDA: a block's threads as cooperative
+fibers, barriers for __syncthreads, warp exchanges for shuffles, mma.sync and ldmatrix (fragment
+layouts from the PTX ISA), cp.async as a synchronous copy (docs/emulator.md). So a machine without a GPU checks
 their tiling, indexing, bounds, padding, staging, chunking and epilogues against F.conv2d in
 float64. What it cannot check -- speed, and whether the GPU's mma.sync and ldmatrix agree with the
 ISA as read here -- test_conv.py's CUDA tests check on the device. The extension takes about a

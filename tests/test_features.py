@@ -12,53 +12,31 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms.functional import to_pil_image
 
 from alexnet_kernels.models import alexnet
-from test_train import TINY
-from train import checkpoint, data, features, run
-from train.synthetic import SyntheticShapes
+from train import checkpoint, data, features
+from train.config import default_resize
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def save_image_folder(root, per_class=8, classes=3, size=72):
-    """SyntheticShapes as PNG files, root/<class>/<index>.png; returns root."""
-    shapes = SyntheticShapes(per_class * classes, size, classes, seed=9)
-    for i in range(len(shapes)):
-        image, label = shapes[i]
-        d = os.path.join(root, shapes.classes[label].replace(" ", "_"))
-        os.makedirs(d, exist_ok=True)
-        to_pil_image(image).save(os.path.join(d, f"{i}.png"))
-    return root
+PREFIX = "train/features.py: error:"
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    root = save_image_folder(str(tmp_path_factory.mktemp("images")))
+def folder(tmp_path_factory, image_folder):
+    """3 classes x 8 PNG images of 72x72, and one unreadable file."""
+    root = image_folder(tmp_path_factory.mktemp("images"), 24, classes=3, seed=9)
     with open(os.path.join(root, "red_disk", "broken.png"), "wb") as f:
         f.write(b"not an image")
     return root
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A checkpoint of train/run.py after two steps on 3 generated classes."""
-    out = str(tmp_path_factory.mktemp("run"))
-    assert run.main(TINY + ["--classes", "3", "--train-images", "8", "--epochs", "1", "--out", out]) == 0
-    return os.path.join(out, "checkpoint.pt")
+def trained(trained_checkpoint):
+    return trained_checkpoint
 
 
-def error_line(capsys, argv, expected):
-    """features.main(argv) exits with status 2 and one stderr line naming the problem."""
-    try:
-        status = features.main(argv)
-    except SystemExit as e:
-        status = e.code
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("train/features.py: error:") and expected in lines[0], err
+@pytest.fixture
+def error_line(cli_error):
+    return lambda argv, expected: cli_error(features.main, argv, PREFIX, expected)
 
 
 def test_features_file_and_report(trained, folder, tmp_path, capsys):
@@ -77,11 +55,11 @@ def test_features_file_and_report(trained, folder, tmp_path, capsys):
     assert saved["pixels"].shape == (24, 3 * 16 * 16) and saved["pixels"].dtype == np.uint8
     paths = saved["paths"].tolist()
     assert len(paths) == 24 and all(os.path.isfile(p) for p in paths) and not any("broken" in p for p in paths)
-    assert [saved["classes"][l] for l in saved["labels"]] == [os.path.basename(os.path.dirname(p)) for p in paths]
+    assert [saved["classes"][i] for i in saved["labels"]] == [os.path.basename(os.path.dirname(p)) for p in paths]
     assert str(saved["layer"]) == "fc7"
     # row 0 is fc7 of its file, through the checkpoint's evaluation crop and normalization
-    model, config = checkpoint.load_model(trained)
-    transform = data.eval_transform(64, run.default_resize(64), data.normalization("torchvision"))
+    model, _ = checkpoint.load_model(trained)
+    transform = data.eval_transform(64, default_resize(64), data.normalization("torchvision"))
     with torch.no_grad():
         expected = model.features_at(transform(Image.open(paths[0]).convert("RGB"))[None], "fc7")[0]
     torch.testing.assert_close(torch.from_numpy(saved["features"][0]), expected, rtol=1e-4, atol=1e-5)
@@ -126,36 +104,53 @@ def test_check_split_sizes():
         features.check_split_sizes([5], 0.3)
 
 
-def test_errors(trained, folder, tmp_path, capsys):
+def test_errors(trained, folder, tmp_path, error_line, image_folder, run_checkpoint):
     out = ["--out", str(tmp_path / "f.npz")]
     missing = str(tmp_path / "missing.pt")
-    error_line(capsys, [missing, "--data", folder, "--layer", "fc6", *out], f"{missing}: no such checkpoint file")
-    error_line(capsys, [trained, "--data", folder, "--layer", "conv5", *out], "argument --layer: invalid choice")
-    error_line(capsys, [trained, "--data", str(tmp_path / "nodata"), "--layer", "fc6", *out], "no such directory")
-    error_line(capsys, [trained, "--data", folder, "--layer", "fc6", "--test-size", "1.5", *out],
+    error_line([missing, "--data", folder, "--layer", "fc6", *out], f"{missing}: no such checkpoint file")
+    error_line([trained, "--data", folder, "--layer", "conv5", *out], "argument --layer: invalid choice")
+    error_line([trained, "--data", str(tmp_path / "nodata"), "--layer", "fc6", *out], "no such directory")
+    error_line([trained, "--data", folder, "--layer", "fc6", "--test-size", "1.5", *out],
                "--test-size must be in (0, 1)")
     # a network trained without fc7
-    ablated = str(tmp_path / "ablated.pt")
-    model = alexnet("torchvision", num_classes=3, backend="torch", remove=("fc7",))
-    torch.save({"model": model.state_dict(),
-                "config": dict(variant="torchvision", num_classes=3, image_size=64, remove=("fc7",))}, ablated)
-    error_line(capsys, [ablated, "--data", folder, "--layer", "fc7", *out],
+    ablated = run_checkpoint(tmp_path / "ablated.pt", alexnet("torchvision", num_classes=3, backend="torch",
+                                                              remove=("fc7",)), "torchvision", 64, remove=("fc7",))
+    error_line([ablated, "--data", folder, "--layer", "fc7", *out],
                "--layer fc7: the checkpoint's network has no fc7 (it was trained without fc7)")
     # too few images in a class for the splits: checked before any image goes through the network
-    few = save_image_folder(str(tmp_path / "few"), per_class=2)
+    few = image_folder(tmp_path / "few", 6, classes=3, seed=9)
     os.remove(os.path.join(few, "green_square", os.listdir(os.path.join(few, "green_square"))[0]))
-    error_line(capsys, [trained, "--data", few, "--layer", "fc6", *out], "a class has 1 image(s)")
+    error_line([trained, "--data", few, "--layer", "fc6", *out], "a class has 1 image(s)")
+    # the ImageNet layout: its val/ is read, and must hold images like train/
     os.makedirs(tmp_path / "split" / "train" / "a")
     os.makedirs(tmp_path / "split" / "val" / "a")
     Image.new("RGB", (8, 8)).save(tmp_path / "split" / "train" / "a" / "0.png")
-    error_line(capsys, [trained, "--data", str(tmp_path / "split"), "--layer", "fc6", *out], "has train/ and val/")
+    error_line([trained, "--data", str(tmp_path / "split"), "--layer", "fc6", *out],
+               f"--data {tmp_path / 'split' / 'val'}: no images")
     assert not os.path.exists(tmp_path / "f.npz")
+    # an existing --out is replaced only with --overwrite
+    (tmp_path / "f.npz").write_bytes(b"earlier results")
+    error_line([trained, "--data", folder, "--layer", "fc6", *out], "exists; give --overwrite to replace it")
+    assert (tmp_path / "f.npz").read_bytes() == b"earlier results"
 
 
-def test_cli_error_is_one_line(tmp_path):
+def test_imagenet_layout_reads_val(trained, folder, tmp_path, capsys):
+    """--data DIR in the README's layout, DIR/train and DIR/val: the features are val/'s images."""
+    root = tmp_path / "layout"
+    root.mkdir()
+    os.symlink(folder, root / "train")
+    os.symlink(folder, root / "val")
+    out = str(tmp_path / "fc6.npz")
+    assert features.main([trained, "--data", str(root), "--layer", "fc6", "--out", out, "--splits", "2",
+                          "--workers", "0"]) == 0
+    paths = np.load(out)["paths"].tolist()
+    assert len(paths) == 24 and all(p.startswith(str(root / "val") + os.sep) for p in paths)
+
+
+def test_cli_error_is_one_line(tmp_path, repo):
     """The real command line: `python train/features.py MISSING ...` prints one line, exits 2."""
     missing = str(tmp_path / "missing.pt")
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "train", "features.py"), missing, "--data",
+    proc = subprocess.run([sys.executable, os.path.join(repo, "train", "features.py"), missing, "--data",
                            str(tmp_path), "--layer", "fc6"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"train/features.py: error: {missing}: no such checkpoint file"]

@@ -2,9 +2,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEVICES, have_memory, layouts, poison, rel_err
 
 import alexnet_kernels as ak
-from helpers import DEVICES, have_memory, layouts, poison, rel_err
 
 # Relative norm error allowed against a float64 reference computed by torch from the same inputs.
 # float32: a handful of roundings in a window sum and a pow; float16/bfloat16: one rounding of
@@ -176,7 +176,7 @@ def test_mixed_devices_cuda():
 def test_opcheck(device):
     x = make_x((2, 7, 4, 5), device)
     g = make_x((2, 7, 4, 5), device, seed=1)
-    for name, xl in layouts(x):
+    for _, xl in layouts(x):
         torch.library.opcheck(torch.ops.alexnet_kernels.lrn.default, (xl.requires_grad_(), 5, 1e-4, 0.75, 2.0))
         torch.library.opcheck(torch.ops.alexnet_kernels.lrn_backward.default, (g, xl.detach(), 4, 1e-3, 0.75, 1.0))
 

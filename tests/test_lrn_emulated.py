@@ -15,10 +15,10 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-
-import alexnet_kernels as ak
 from cuda_emu import build
 from helpers import poison, rel_err
+
+import alexnet_kernels as ak
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 8e-3}
 # Emulated against the CPU kernel: the same element functions, in the same order.

@@ -6,9 +6,9 @@ same tie winner (so the gradient lands on the same element), same accumulation o
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEVICES, have_memory, layouts, poison, rel_err, requires_cuda
 
 import alexnet_kernels as ak
-from helpers import DEVICES, have_memory, layouts, poison, rel_err, requires_cuda
 
 # (input shape, kernel_size, stride, padding, dilation, ceil_mode)
 CASES = [
@@ -213,7 +213,7 @@ def test_bad_input():
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x = make_x((2, 3, 11, 10), device)
-    for name, xl in layouts(x):
+    for _, xl in layouts(x):
         for with_index in (True, False):
             args = (xl.detach().requires_grad_(), [3, 3], [2, 2], [1, 1], [1, 1], True, with_index)
             torch.library.opcheck(torch.ops.alexnet_kernels.max_pool2d.default, args)

@@ -13,10 +13,10 @@ partial blocks.
 import pytest
 import torch
 import torch.nn.functional as F
-
-import alexnet_kernels  # noqa: F401  (the CPU kernels the emulated ones are compared with)
 from cuda_emu import build
 from helpers import poison
+
+import alexnet_kernels  # noqa: F401  (the CPU kernels the emulated ones are compared with)
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +191,76 @@ def test_expanded_gradient(emu):
     F.max_pool2d(xr, 3, 2).sum().backward()
     torch.testing.assert_close(dx, xr.grad, rtol=0, atol=0)
     assert "max_pool_backward_general" in emu.launches()[1]
+
+
+# The NCHW backward from the index stores through shared memory: a warp's 32 runs of a row
+# (kPoolRun = 8 inputs each) cover one stretch of dx across row and plane ends, and the warp
+# stores it 32 consecutive elements at a time. Widths that are and are not multiples of the run,
+# a row of one run, padding 0 and 1 (a run starting in the left padding), planes smaller than a
+# warp (a warp spans many planes), several warps with a partial last one.
+BWD_STRETCH = [
+    ((1, 1, 3, 3), 0),     # one partial warp of 1 thread
+    ((2, 7, 1, 1), 1),     # 1x1 planes: each run one element
+    ((3, 5, 3, 4), 1),     # 3 threads per plane: a warp spans 11 planes
+    ((2, 3, 5, 8), 0),     # W = the run
+    ((2, 3, 5, 8), 1),     # W = the run, padding: a second run of one column per row
+    ((1, 2, 7, 7), 1),
+    ((2, 3, 6, 16), 0),    # W a multiple of the run
+    ((1, 3, 5, 17), 1),
+    ((1, 2, 9, 33), 0),
+    ((1, 1, 3, 64), 1),
+    ((2, 4, 27, 27), 1),   # several blocks, a partial last warp
+]
+
+
+@pytest.mark.parametrize("case", BWD_STRETCH, ids=lambda c: "x".join(map(str, c[0])) + f"-p{c[1]}")
+def test_3x3s2_backward_stretch(emu, case):
+    shape, pad = case
+    x = make(shape, torch.float32, "randn")
+    for force_64bit in (False, True):
+        bwd = run(emu, x, (3, 2, pad, 1, False), "contiguous", force_64bit)[2]
+        assert "max_pool3x3s2_backward<(alexnet_kernels::PoolLayout)0," in bwd
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=["bf16", "fp16", "fp64"])
+@pytest.mark.parametrize("case", BWD_STRETCH[2:], ids=lambda c: "x".join(map(str, c[0])) + f"-p{c[1]}")
+def test_3x3s2_backward_stretch_dtypes(emu, case, dtype):
+    shape, pad = case
+    win = ([3, 3], [2, 2], [pad, pad], [1, 1], False)
+    x = make(shape, dtype, "ties")
+    x64 = x.detach().double().clone().requires_grad_()
+    ref = F.max_pool2d(x64, 3, 2, pad)
+    g = make(ref.shape, dtype, "randn", 1)
+    ref.backward(g.double())
+    _, index = emu.forward(x, *win, True, False, 0)
+    for force_64bit in (False, True):
+        poison("cpu", 1 << 20)
+        dx = emu.backward(g, index, None, list(shape), *win, False, force_64bit)
+        tol = {torch.float64: 0, torch.bfloat16: 8e-3, torch.float16: 1e-3}[dtype]
+        torch.testing.assert_close(dx.double(), x64.grad, rtol=tol, atol=tol)
+        cpu = torch.ops.alexnet_kernels.max_pool2d_backward(g, index, None, list(shape), *win, False)
+        assert torch.equal(dx, cpu)
+        launches = emu.launches()
+        assert "max_pool3x3s2_backward<(alexnet_kernels::PoolLayout)0," in launches[-1], launches
+
+
+@pytest.mark.parametrize("dtype,most", [(torch.float32, 5.0), (torch.bfloat16, 3.0)], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("width", [55, 27])
+def test_3x3s2_backward_nchw_stores_coalesced(emu, width, dtype, most):
+    # AlexNet's two pools: a warp request stores 32 consecutive elements of dx, at most one
+    # sector more than aligned (5 for fp32, 3 for bf16); a thread storing its own run put the
+    # lanes 32 (fp32) or 16 bytes apart: 25 to 31 sectors per fp32 request, 16 per bf16 one at
+    # W = 55.
+    from cuda_emu import build as emu_build
+
+    shape = (1, 8, width, width)
+    x = make(shape, dtype, "randn")
+    win = ([3, 3], [2, 2], [0, 0], [1, 1], False)
+    _, index = emu.forward(x, *win, True, False, 0)
+    g = make((1, 8, (width - 3) // 2 + 1, (width - 3) // 2 + 1), dtype, "randn", 1)
+    with emu_build.runtime(emu).record() as launches:
+        emu.backward(g, index, None, list(shape), *win, False, False)
+    (launch,) = launches
+    assert "max_pool3x3s2_backward" in launch.kernel
+    assert launch.global_store.sectors_per_request <= most, launch.global_store
+    assert launch.global_store.bytes == x.numel() * x.element_size()  # each element stored once

@@ -60,7 +60,7 @@ def test_paper_output_shape_and_parameter_count():
     model = alexnet("paper", num_classes=10)  # backend="custom"
     assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.Dropout, torch.nn.LocalResponseNorm, torch.nn.MaxPool2d))
                    for m in model.modules())
-    # conv1 + ReLU is the package's fused convolution (on CUDA; torch's on the CPU)
+    # conv1 + ReLU is the package's fused convolution, on the CPU as on CUDA
     import alexnet_kernels.nn as ak_nn
     assert all(isinstance(t.conv1, ak_nn.Conv2d) and t.conv1.relu for t in model.towers)
     with torch.no_grad():
@@ -83,6 +83,22 @@ def test_paper_init(paper_state):
         else:
             assert torch.all(t == (1.0 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)), name
     assert sorted({k.split(".")[-2] for k in paper_state}) == sorted([*LAYERS])
+
+
+def test_caffe_init():
+    """init="caffe": Caffe's bvlc_alexnet, weights N(0, 0.01) but fc6 and fc7 N(0, 0.005), biases
+    0.1 where the paper has 1; the same for a replaced fc8 as for the first."""
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10, backend="torch", init="caffe")
+    for name, t in model.state_dict().items():
+        layer, kind = name.split(".")[-2:]
+        if kind == "weight":
+            std = 0.005 if layer in ("fc6", "fc7") else 0.01
+            assert abs(t.mean().item()) < 1e-3 and abs(t.std().item() - std) < 0.1 * std, name
+        else:
+            assert torch.all(t == (0.1 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)), name
+    fc8 = model.replace_fc8(5)
+    assert abs(fc8.weight.std().item() - 0.01) < 1e-3 and torch.all(fc8.bias == 0)
 
 
 def test_torchvision_shapes_and_parameter_count():
@@ -136,21 +152,34 @@ def test_torchvision_min_size_is_torchvisions():
 # --- custom backend against torch backend -------------------------------------------------------
 
 def test_backends_agree_paper(paper_state):
-    """Same state_dict, training mode without dropout. The paper's init makes the early layers'
-    gradients ill-conditioned (torch's own fp32 gradient of conv1 is several percent off its
-    fp64 one), so the custom backend's fp32 gradients are held to torch's fp32 accuracy against
-    an fp64 reference, parameter by parameter, rather than to torch's fp32 values."""
-    x = images(1)
-    results = {}
-    for backend, dtype in [("torch", torch.float64), ("torch", torch.float32), ("custom", torch.float32)]:
-        model = paper(paper_state, backend=backend, dropout=0.0).to(dtype)
-        xd = x.to(dtype).requires_grad_()
-        out = model(xd)
-        results[backend, dtype] = out, grads(model, xd, out)
-    (_, g64), (out_t, g_t), (out_c, g_c) = results.values()
-    torch.testing.assert_close(out_c, out_t, rtol=1e-4, atol=1e-5 * out_t.abs().max().item())
-    for name, c, t, ref in zip([*dict(paper_state), "x"], g_c, g_t, g64):
-        assert rel_err(c, ref) <= 2 * rel_err(t, ref) + 1e-5, name
+    """Same state_dict, training mode without dropout. In float64 the two backends compute the
+    same function and gradients to rounding. In fp32 the early layers' gradients are not a matter
+    of rounding alone: over random inputs their error against fp64 is either about 1e-6 or about
+    1e-3, the latter where some discrete choice (a max-pool's winner between near-equal values, a
+    ReLU at about zero) falls the other way under fp32 rounding; torch's own fp32 model does so on
+    most inputs (conv1's bias: 5 of the 6 inputs here). So fp32 gradients are held to torch's
+    typical fp32 accuracy: the median of each parameter's error over the inputs."""
+    models = {(be, dt): paper(paper_state, backend=be, dropout=0.0).to(dt)
+              for be, dt in [("torch", torch.float64), ("custom", torch.float64), ("torch", torch.float32),
+                             ("custom", torch.float32)]}
+    names = [*dict(paper_state), "x"]
+    errs = {"torch": [], "custom": []}
+    for seed in range(6):
+        x = images(1, seed=seed)
+        results = {}
+        for (backend, dtype), model in models.items():
+            xd = x.to(dtype).requires_grad_()
+            out = model(xd)
+            results[backend, dtype] = out, grads(model, xd, out)
+        (out64, g64), (out_c64, g_c64), (out_t, g_t), (out_c, g_c) = results.values()
+        torch.testing.assert_close(out_c64, out64, rtol=1e-10, atol=1e-12)
+        assert_grads_close(g_c64, g64, 1e-10)
+        torch.testing.assert_close(out_c, out_t, rtol=1e-4, atol=1e-5 * out_t.abs().max().item())
+        errs["torch"].append([rel_err(t, ref) for t, ref in zip(g_t, g64)])
+        errs["custom"].append([rel_err(c, ref) for c, ref in zip(g_c, g64)])
+    median = {be: torch.tensor(e).median(dim=0).values for be, e in errs.items()}
+    for name, c, t in zip(names, median["custom"], median["torch"]):
+        assert c <= 2 * t + 1e-5, (name, c.item(), t.item())
 
 
 def test_backends_agree_torchvision():
@@ -468,6 +497,7 @@ def test_ddp_gradients_equal_one_process(tmp_path):
                                               "conv3, conv4, fc6, fc7"),
     (dict(variant="torchvision", remove="conv1"), "remove: 'conv1' cannot be removed"),
     (dict(remove=3), "remove must be a sequence of layer names, got 3"),
+    (dict(init="he"), "init must be one of 'paper', 'caffe', got 'he'"),
 ])
 def test_bad_arguments_raise_before_building(monkeypatch, kwargs, match):
     def built(*args, **kw):

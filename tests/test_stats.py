@@ -182,6 +182,8 @@ def test_cli_table(capsys):
     (["--variant", "torchvision", "--input-size", "40"], "at least 63"),
     (["--variant", "vgg"], "invalid choice"),
     (["--input-size", "big"], "invalid int"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--variant"], "expected one argument"),
 ])
 def test_cli_errors(capsys, argv, message):
     try:

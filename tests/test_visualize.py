@@ -2,6 +2,8 @@
 (the pictures are about plumbing, not about what a trained net learned) and a 3-class x 4-image
 PNG tree generated from SyntheticShapes at 72x72; plus the top-9 selection on hand-made
 activations."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,6 @@ from PIL import Image
 from alexnet_kernels.models import alexnet
 from alexnet_kernels.stats import receptive_field
 from train import visualize
-from train.synthetic import SyntheticShapes
 
 SIZE = 64
 PREFIX = "train/visualize.py patches: error:"
@@ -22,40 +23,19 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ckpt(work):
+def ckpt(work, run_checkpoint):
     torch.manual_seed(0)
-    model = alexnet("torchvision", num_classes=3, backend="torch")
-    path = work / "tv64.pt"
-    # train/run.py's save_checkpoint format, without the training state
-    torch.save({"model": model.state_dict(),
-                "config": {"variant": "torchvision", "num_classes": 3, "image_size": SIZE, "seed": 0,
-                           "batch_size": 4, "world_size": 1}}, path)
-    return str(path)
+    return run_checkpoint(work / "tv64.pt", alexnet("torchvision", num_classes=3, backend="torch"), "torchvision", SIZE)
 
 
 @pytest.fixture(scope="module")
-def data(work):
-    root = work / "images"
-    shapes = SyntheticShapes(12, 72, num_classes=3, seed=0)
-    for i in range(len(shapes)):
-        image, label = shapes[i]
-        folder = root / shapes.classes[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
-    return str(root)
+def data(work, image_folder):
+    return image_folder(work / "images", 12)
 
 
 def pixels(path):
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255
-
-
-def status_and_stderr(argv, capsys):
-    try:
-        status = visualize.main(argv)
-    except SystemExit as e:  # argparse's own errors
-        status = e.code
-    return status, capsys.readouterr().err
 
 
 def test_patches_png_default_channels(ckpt, data, work, capsys):
@@ -121,7 +101,7 @@ def test_patches_crop_is_the_receptive_field_clipped():
     assert visualize.spread(12, 5) == [0, 2, 4, 7, 9] and visualize.spread(3, 5) == [0, 1, 2]
 
 
-def test_patches_errors(ckpt, data, work, capsys):
+def test_patches_errors(ckpt, data, work, cli_error):
     out = str(work / "x.png")
     cases = [
         (["patches", str(work / "nope.pt"), "--data", data, "--layer", "conv1", "--out", out], "no such checkpoint"),
@@ -133,29 +113,39 @@ def test_patches_errors(ckpt, data, work, capsys):
         (["patches", ckpt, "--data", str(work / "missing"), "--layer", "conv1", "--out", out], "no such directory"),
         (["patches", ckpt, "--data", str(work / "no_images"), "--layer", "conv1", "--out", out], "no images"),
         (["patches", ckpt, "--data", data, "--layer", "conv1", "--max-images", "0", "--out", out], "positive"),
+        (["patches", ckpt, "--data", data, "--layer", "conv1", "--device", "tpu", "--out", out],
+         "--device: 'tpu' is not a device"),
+        (["patches", ckpt, "--data", data, "--layer", "conv1", "--out", str(work / "exists.png")],
+         "exists; give --overwrite to replace it"),
     ]
     (work / "no_images" / "a class").mkdir(parents=True, exist_ok=True)
+    (work / "exists.png").write_bytes(b"an earlier picture")
     for argv, expected in cases:
-        status, err = status_and_stderr(argv, capsys)
-        assert status == 2, (argv, err)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and expected in lines[0], (argv, err)
-        if "--max-images" not in argv:  # argparse's own messages have the subcommand's prog too
-            assert lines[0].startswith(PREFIX), lines[0]
+        # argparse's own messages (--max-images 0) have the subcommand's prog too
+        cli_error(visualize.main, argv, "train/visualize.py patches: error:", expected)
+    assert (work / "exists.png").read_bytes() == b"an earlier picture"
 
 
-def test_patches_and_invariance_refuse_an_ablated_network(work, data, capsys):
+def test_patches_of_the_imagenet_layout_use_val(ckpt, data, tmp_path, capsys):
+    """--data DIR with DIR/train and DIR/val (the README's layout): the patches come from val/."""
+    root = tmp_path / "layout"
+    os.makedirs(root / "train" / "a")
+    Image.new("RGB", (72, 72)).save(root / "train" / "a" / "0.png")
+    os.symlink(data, root / "val")
+    out = str(tmp_path / "conv1.png")
+    assert visualize.main(["patches", ckpt, "--data", str(root), "--layer", "conv1", "--channels", "0",
+                           "--out", out]) == 0
+    assert "12 image(s)" in capsys.readouterr().out  # val/'s 12, not train/'s one
+
+
+def test_patches_and_invariance_refuse_an_ablated_network(work, data, cli_error, run_checkpoint):
     """An ablated checkpoint (run.py --remove) has other receptive fields, or no fc7: one line, status 2."""
     from train import invariance
 
     model = alexnet("torchvision", num_classes=3, backend="torch", remove=("conv3", "fc7"))
-    path = work / "ablated.pt"
-    torch.save({"model": model.state_dict(),
-                "config": {"variant": "torchvision", "num_classes": 3, "image_size": SIZE, "remove": ("conv3", "fc7")}},
-               path)
-    status, err = status_and_stderr(["patches", str(path), "--data", data, "--layer", "conv2",
-                                     "--out", str(work / "ablated.png")], capsys)
-    assert status == 2 and len(err.strip().splitlines()) == 1 and "without conv3, fc7" in err, err
-    status = invariance.main([str(path), "--data", data, "--out", str(work / "ablated_inv")])
-    err = capsys.readouterr().err
-    assert status == 2 and len(err.strip().splitlines()) == 1 and "without fc7" in err, err
+    path = run_checkpoint(work / "ablated.pt", model, "torchvision", SIZE, remove=("conv3", "fc7"))
+    cli_error(visualize.main, ["patches", path, "--data", data, "--layer", "conv2", "--out", str(work / "ablated.png")],
+              PREFIX, "without conv3, fc7")
+    cli_error(invariance.main, [path, "--data", data, "--out", str(work / "ablated_inv")],
+              "train/invariance.py: error:",
+              "without fc7")

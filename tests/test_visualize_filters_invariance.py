@@ -19,24 +19,14 @@ from PIL import Image
 from alexnet_kernels.models import alexnet
 from train import invariance, visualize
 from train.checkpoint import load_model
+from train.config import default_resize
 from train.data import eval_transform, normalization
-from train.run import default_resize
-from train.synthetic import SyntheticShapes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TV_SIZE = 64
 # A filter the paper checkpoint carries at a known place: a ramp from -1 to 1, far outside the
 # N(0, 0.01) of the other weights, so it alone sets the layer's min-max range.
 PATTERN_TOWER, PATTERN_INDEX = 1, 5
 PATTERN = torch.linspace(-1, 1, 3 * 11 * 11).view(3, 11, 11)
-
-
-def save_run_checkpoint(path, model, variant, image_size):
-    """A checkpoint in train/run.py's format (save_checkpoint), without the training state."""
-    torch.save({"model": model.state_dict(),
-                "config": {"variant": variant, "num_classes": 3, "image_size": image_size, "seed": 0,
-                           "batch_size": 4, "world_size": 1}}, path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -45,49 +35,25 @@ def work(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tv_ckpt(work):
+def tv_ckpt(work, run_checkpoint):
     torch.manual_seed(0)
-    return save_run_checkpoint(work / "tv.pt", alexnet("torchvision", num_classes=3, backend="torch"),
-                               "torchvision", TV_SIZE)
+    return run_checkpoint(work / "tv.pt", alexnet("torchvision", num_classes=3, backend="torch"), "torchvision",
+                          TV_SIZE)
 
 
 @pytest.fixture(scope="module")
-def paper_ckpt(work):
+def paper_ckpt(work, run_checkpoint):
     torch.manual_seed(0)
     model = alexnet("paper", num_classes=3, backend="torch")
     with torch.no_grad():
         model.towers[PATTERN_TOWER].conv1.weight[PATTERN_INDEX] = PATTERN
         model.towers[0].conv1.weight[47] = -PATTERN  # the last cell of the first block
-    return save_run_checkpoint(work / "paper.pt", model, "paper", 227)
+    return run_checkpoint(work / "paper.pt", model, "paper", 227)
 
 
 @pytest.fixture(scope="module")
-def image_dir(work):
-    root = work / "images"
-    shapes = SyntheticShapes(9, 72, num_classes=3, seed=3)
-    for i in range(len(shapes)):
-        image, label = shapes[i]
-        folder = root / shapes.classes[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = (image * 255).round().byte().permute(1, 2, 0).numpy()
-        Image.fromarray(pixels).save(folder / f"{i}.png")
-    return str(root)
-
-
-def status_and_stderr(main, argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as e:  # argparse's own errors
-        status = e.code
-    return status, capsys.readouterr().err
-
-
-def assert_one_line_error(main, argv, capsys, prefix, expected):
-    status, err = status_and_stderr(main, argv, capsys)
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(prefix) and expected in lines[0], lines[0]
+def image_dir(work, image_folder):
+    return image_folder(work / "images", 9, seed=3)
 
 
 def png_pixels(path):
@@ -175,33 +141,38 @@ def test_filters_default_out_beside_the_checkpoint(tv_ckpt):
     assert os.path.getsize(out) > 0
 
 
-def test_filters_errors(tv_ckpt, work, capsys):
+def test_filters_errors(tv_ckpt, work, cli_error):
     prefix = "train/visualize.py filters: error:"
-    assert_one_line_error(visualize.main, ["filters", str(work / "nope.pt"), "--out", str(work / "x.png")],
-                          capsys, prefix, "no such checkpoint file")
+
+    def error(argv, expected):
+        cli_error(visualize.main, ["filters", *argv], prefix, expected)
+
+    error([str(work / "nope.pt"), "--out", str(work / "x.png")], "no such checkpoint file")
     junk = work / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
-    assert_one_line_error(visualize.main, ["filters", str(junk), "--out", str(work / "x.png")],
-                          capsys, prefix, "not a checkpoint")
-    assert_one_line_error(visualize.main, ["filters", tv_ckpt, "--out", str(work)], capsys, prefix,
-                          "is a directory")
-    assert_one_line_error(visualize.main, ["filters", tv_ckpt, "--out", str(work / "x.jpg")], capsys, prefix,
-                          "must name a .png file")
-    assert_one_line_error(visualize.main, ["filters", tv_ckpt, "--out", str(junk / "x.png")], capsys, prefix,
-                          "cannot make its directory")
-    assert_one_line_error(visualize.main, ["filters", tv_ckpt, "--zoom", "0"], capsys,
-                          "train/visualize.py filters: error:", "--zoom")
+    error([str(junk), "--out", str(work / "x.png")], "not a checkpoint")
+    # a PNG given as the checkpoint: one line, whatever torch.load's message holds
+    Image.new("RGB", (8, 8)).save(work / "some.png")
+    error([str(work / "some.png"), "--out", str(work / "x.png")], "some.png: not a checkpoint torch.load can read")
+    error([tv_ckpt, "--out", str(work)], "is a directory")
+    error([tv_ckpt, "--out", str(work / "x.jpg")], "must name a .png file")
+    error([tv_ckpt, "--out", str(junk / "x.png")], "cannot make its directory")
+    error([tv_ckpt, "--zoom", "0"], "--zoom")
     assert not (work / "x.png").exists()
+    (work / "x.png").write_bytes(b"an earlier picture")  # replaced only with --overwrite
+    error([tv_ckpt, "--out", str(work / "x.png")], f"--out {work / 'x.png'}: exists; give --overwrite to replace it")
+    assert visualize.main(["filters", tv_ckpt, "--out", str(work / "x.png"), "--overwrite"]) == 0
+    assert png_pixels(work / "x.png").shape[2] == 3
 
 
-def test_both_run_as_scripts(work):
+def test_both_run_as_scripts(work, repo):
     """`python train/visualize.py` and `python train/invariance.py` find train.* from any
     directory and fail in one line. Both in one interpreter (runpy runs each file as
     __main__, as `python FILE` does), to import torch once."""
     script = textwrap.dedent(f"""
         import runpy, sys
-        for argv in ({[os.path.join(REPO, "train", "visualize.py"), "filters", str(work / "nope.pt")]!r},
-                     {[os.path.join(REPO, "train", "invariance.py"), str(work / "nope.pt"), "--data",
+        for argv in ({[os.path.join(repo, "train", "visualize.py"), "filters", str(work / "nope.pt")]!r},
+                     {[os.path.join(repo, "train", "invariance.py"), str(work / "nope.pt"), "--data",
                        str(work / "no_such_dir")]!r}):
             sys.argv = argv
             try:
@@ -312,28 +283,31 @@ def test_packing_magnitudes_into_passes_changes_nothing(tv_ckpt, image_dir):
     assert len({round(r["feature_distance"], 6) for r in all_in_one if r["feature_distance"] > 0}) == 3
 
 
-def test_invariance_errors(tv_ckpt, image_dir, work, capsys):
-    prefix = "train/invariance.py: error:"
+def test_invariance_errors(tv_ckpt, image_dir, work, cli_error):
     out = str(work / "inv_err")
-    main = invariance.main
-    assert_one_line_error(main, [str(work / "nope.pt"), "--data", image_dir, "--out", out], capsys, prefix,
-                          "no such checkpoint file")
-    assert_one_line_error(main, [tv_ckpt, "--data", str(work / "no_such_dir"), "--out", out], capsys, prefix,
-                          "no such directory")
+
+    def error(argv, expected):
+        cli_error(invariance.main, [tv_ckpt, "--data", image_dir, *argv], "train/invariance.py: error:", expected)
+
+    cli_error(invariance.main, [str(work / "nope.pt"), "--data", image_dir, "--out", out],
+              "train/invariance.py: error:", "no such checkpoint file")
+    error(["--data", str(work / "no_such_dir"), "--out", out], "no such directory")
     empty = work / "empty"
     empty.mkdir()
-    assert_one_line_error(main, [tv_ckpt, "--data", str(empty), "--out", out], capsys, prefix, "empty")
+    error(["--data", str(empty), "--out", out], "empty")
     loose = work / "loose"
     loose.mkdir()
     Image.new("RGB", (72, 72)).save(loose / "a.png")
-    assert_one_line_error(main, [tv_ckpt, "--data", str(loose), "--out", out], capsys, prefix,
-                          "one subdirectory per class")
-    assert_one_line_error(main, [tv_ckpt, "--data", image_dir, "--images", "0"], capsys, prefix, "--images")
-    assert_one_line_error(main, [tv_ckpt, "--data", image_dir, "--device", "nonsense"], capsys, prefix,
-                          "--device")
-    assert_one_line_error(main, [tv_ckpt, "--data", image_dir, "--out", tv_ckpt], capsys, prefix,
-                          "not a directory")
-    assert_one_line_error(main, [tv_ckpt, "--data", image_dir, "--out", out, "--resize", "50"], capsys, prefix,
-                          "--resize 50")
+    error(["--data", str(loose), "--out", out], "one subdirectory per class")
+    error(["--images", "0"], "--images")
+    error(["--device", "nonsense"], "--device: 'nonsense' is not a device")
+    error(["--out", tv_ckpt], "not a directory")
+    error(["--out", out, "--resize", "50"], "--resize 50")
     assert not os.path.exists(out)
+    # a second run into the same --out: refused, the first results kept, unless --overwrite
+    done = work / "inv_done"
+    done.mkdir()
+    (done / "invariance.csv").write_text("earlier results")
+    error(["--out", str(done)], f"--out {done / 'invariance.csv'}: exists; give --overwrite to replace it")
+    assert (done / "invariance.csv").read_text() == "earlier results"
 

@@ -1,4 +1,5 @@
-"""The training script, `python train/run.py`, and its parts: the generated default data set
-(synthetic.py), ImageFolder data and augmentation (data.py), checkpoints and RNG state
-(checkpoint.py), --precision (precision.py) and the training step and its throughput (measure.py,
-shared with bench/bench_train.py). See train/run.py's docstring."""
+"""The training script, `python train/run.py`, and its parts: the configuration (config.py), the
+loop and evaluation (engine.py), what a run reports (report.py), checkpoints (checkpoint.py), the
+data (data.py, synthetic.py), --precision (precision.py), the training step and its throughput
+(measure.py, shared with bench/bench_train.py) and what the command-line tools share (cli.py);
+the analyses of a checkpoint: visualize.py, features.py, invariance.py. See docs/training.md."""

@@ -1,11 +1,13 @@
-"""Checkpoints that survive a kill, and the RNG state that makes a resumed run repeat an
-uninterrupted one exactly."""
+"""Checkpoints: written so that they survive a kill, read back as models (of train/run.py or
+torchvision state_dicts), and the training state, RNG states included, that makes a resumed
+run repeat an uninterrupted one exactly."""
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
+
+from train.cli import UsageError
 
 
 def save_atomic(obj, path: str) -> None:
@@ -15,7 +17,10 @@ def save_atomic(obj, path: str) -> None:
     the previous file untouched; an exception removes the temporary file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    # os.open with 0o666 leaves the mode to the umask, as for the run's other files (mkstemp's
+    # would be 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -57,7 +62,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(cuda_state, index)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError, ValueError):
     """A checkpoint that cannot be used: missing, unreadable, or of another model."""
 
 
@@ -113,6 +118,68 @@ def load_model(path: str, variant=None, backend: str = "custom", device="cpu"):
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        net = f"the {config['variant']} variant" + (f" without {', '.join(config['remove'])}" if config["remove"] else "")
+        without = f" without {', '.join(config['remove'])}" if config["remove"] else ""
+        net = f"the {config['variant']} variant{without}"
         raise CheckpointError(f"{path}: its weights do not fit {net}: {e}") from None
     return model.eval(), config
+
+
+# --------------------------------------------------------------------------------------------
+# the training state of train/run.py
+# --------------------------------------------------------------------------------------------
+
+
+def gather_rng_states(args) -> list:
+    """Every rank's RNG states (rng_state()), in rank order."""
+    import torch.distributed as dist
+
+    state = rng_state()
+    if not args.distributed:
+        return [state]
+    states = [None] * args.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def save_trainer(trainer, path: str, run: dict) -> None:
+    """Model, optimizer, scheduler, scaler, position, every rank's RNG state and the run's
+    configuration (``run``: config.run_config): written by rank 0, atomically."""
+    rng = gather_rng_states(trainer.args)
+    if trainer.args.rank != 0:
+        return
+    p, args = trainer.position, trainer.args
+    save_atomic({
+        "model": trainer.module.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "position": dict(epoch=p.epoch, epoch_step=p.epoch_step, step=p.step, first_loss=p.first_loss, sums=p.sums),
+        "best_top1": trainer.best_top1,
+        "rng": rng,
+        "config": {**{k: getattr(args, k) for k in ("variant", "num_classes", "image_size", "seed", "batch_size",
+                                                    "world_size", "remove", "freeze_below")},
+                   "finetune": args.finetune_source, "run": run},
+    }, path)
+
+
+def restore_trainer(trainer, path: str) -> None:
+    """Loads a checkpoint of save_trainer into the trainer, RNG states last: the run then
+    continues exactly. The configuration was restored before the trainer was made
+    (config.restore_run); the network's class count is checked against this run's data."""
+    try:
+        state = load(path)
+        config = state["config"]
+    except Exception as e:  # not a file torch.load reads, or not one of our checkpoints
+        raise UsageError(f"--resume {path}: not a checkpoint of train/run.py ({type(e).__name__}: {e})") from None
+    args = trainer.args
+    if config["num_classes"] != args.num_classes:
+        raise UsageError(f"--resume {path}: the checkpoint's network has {config['num_classes']} classes, the data "
+                         f"now {args.num_classes}")
+    trainer.module.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.scaler.load_state_dict(state["scaler"])
+    trainer.position = type(trainer.position)(**state["position"])
+    trainer.best_top1 = state["best_top1"]
+    if len(state["rng"]) == args.world_size:
+        set_rng_state(state["rng"][args.rank])

@@ -8,14 +8,15 @@ a resumed run sees exactly the batches an uninterrupted one would have.
 """
 import itertools
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, DistributedSampler, Subset
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 from torchvision import datasets, transforms
 
+from .cli import UsageError
 from .synthetic import SyntheticShapes
 
 # torchvision's ImageNet channel statistics (of pixel values scaled to 0..1).
@@ -32,8 +33,8 @@ PCA_EIGVEC = (
 )
 
 
-class DataError(Exception):
-    """A data directory that cannot be trained on (missing, empty, wrongly laid out)."""
+class DataError(UsageError):
+    """A data directory that cannot be used (missing, empty, wrongly laid out)."""
 
 
 class Lighting:
@@ -191,22 +192,41 @@ def check_image_folder(directory: str, what: str) -> None:
                         f"{len(classes)} class subdirectories")
 
 
+def split_dirs(root: str, what: str = "--data"):
+    """The one rule for a data directory, as the README states it: ``root/train`` and
+    ``root/val`` (the ImageNet layout) when root/train exists, else ``root`` itself, one
+    ImageFolder tree: (train dir, val dir), or (root, None). DataError if root is neither."""
+    if not os.path.isdir(root):
+        raise DataError(f"{what} {root}: no such directory")
+    if not os.path.exists(os.path.join(root, "train")):
+        check_image_folder(root, what)
+        return root, None
+    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
+    check_image_folder(train_dir, what)
+    if not os.path.isdir(val_dir):
+        raise DataError(f"{what} {root}: has train/ but no val/ "
+                        f"(expected {root}/train/<class>/* and {root}/val/<class>/*)")
+    check_image_folder(val_dir, what)
+    return train_dir, val_dir
+
+
+def analysis_dir(root: str, what: str = "--data") -> str:
+    """The images a checkpoint's analyses (features.py, invariance.py, visualize.py patches)
+    read from ``root``: its val/ in the ImageNet layout (images the network was not trained on),
+    else the tree itself."""
+    train_dir, val_dir = split_dirs(root, what)
+    return val_dir or train_dir
+
+
 def image_folder_splits(root: str, image_size: int, resize: int, normalize, ten_crop: bool, alphastd: float,
                         val_fraction: float, seed: int):
-    """(train set, held-out set, class names) from ``root``: root/train and root/val (the
-    ImageNet layout) when root/train exists, else root itself as one ImageFolder of which a
-    seeded ``val_fraction`` is held out. The two splits must have the same classes."""
-    if not os.path.isdir(root):
-        raise DataError(f"--data {root}: no such directory")
+    """(train set, held-out set, class names) from ``root`` (split_dirs): root/train and
+    root/val, or root itself as one ImageFolder of which a seeded ``val_fraction`` is held out.
+    The two splits must have the same classes."""
     train_tf = train_transform(image_size, resize, normalize, alphastd)
     eval_tf = eval_transform(image_size, resize, normalize, ten_crop)
-    if os.path.exists(os.path.join(root, "train")):
-        train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
-        check_image_folder(train_dir, "--data")
-        if not os.path.isdir(val_dir):
-            raise DataError(f"--data {root}: has train/ but no val/ "
-                            f"(expected {root}/train/<class>/* and {root}/val/<class>/*)")
-        check_image_folder(val_dir, "--data")
+    train_dir, val_dir = split_dirs(root)
+    if val_dir:
         train_set = SafeImageFolder(train_dir, train_tf, allow_empty=True)
         val_set = SafeImageFolder(val_dir, eval_tf, allow_empty=True)
         if val_set.classes != train_set.classes:
@@ -215,7 +235,6 @@ def image_folder_splits(root: str, image_size: int, resize: int, normalize, ten_
                             f"({len(train_set.classes)} and {len(val_set.classes)}; differing: {', '.join(missing[:5])}"
                             f"{' ...' if len(missing) > 5 else ''})")
         return train_set, val_set, train_set.classes
-    check_image_folder(root, "--data")
     full_train = SafeImageFolder(root, train_tf, allow_empty=True)
     full_eval = SafeImageFolder(root, eval_tf, allow_empty=True)
     n = len(full_train)
@@ -231,3 +250,56 @@ def synthetic_splits(train_images: int, val_images: int, image_size: int, normal
     train_set = SyntheticShapes(train_images, image_size, num_classes, seed=2 * seed + 1, transform=normalize)
     val_set = SyntheticShapes(val_images, image_size, num_classes, seed=2 * seed + 2, transform=normalize)
     return train_set, val_set, train_set.classes
+
+
+# --------------------------------------------------------------------------------------------
+# train/run.py's data sets and loaders
+# --------------------------------------------------------------------------------------------
+
+
+def build_datasets(args):
+    """(train set with seeded augmentation, held-out set, class names) of a run."""
+    normalize = normalization(args.variant)
+    if args.data:
+        train_set, val_set, classes = image_folder_splits(
+            args.data, args.image_size, args.resize, normalize, args.ten_crop, args.lighting, args.val_fraction,
+            args.seed)
+    else:
+        train_set, val_set, classes = synthetic_splits(
+            args.train_images, args.val_images, args.image_size, normalize, args.classes, args.seed)
+    return SeededSamples(train_set, args.seed), val_set, classes
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C is the main process's to handle (it finishes the step and saves a checkpoint).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def build_loaders(args, train_set, val_set):
+    """Loaders: the training one over EpochSampler (seeded order, this rank's shard, resumable),
+    the held-out one over this rank's share (every image exactly once across ranks)."""
+    pin = args.devices[0].type == "cuda"
+    common = dict(num_workers=args.workers, pin_memory=pin, collate_fn=collate_skipping,
+                  worker_init_fn=_worker_init if args.workers else None)
+    sampler = EpochSampler(train_set, args.world_size, args.rank, shuffle=True, seed=args.seed)
+    train_loader = DataLoader(train_set, args.batch_size, sampler=sampler, drop_last=True,
+                              generator=torch.Generator(), **common)
+    if len(train_loader) == 0:
+        per_process = len(train_set) // args.world_size
+        fits = 1 << (max(per_process, 1).bit_length() - 1)  # the largest power of two that makes a batch
+        raise DataError(f"the training set has {len(train_set)} images: fewer than one batch of --batch-size "
+                        f"{args.batch_size}{' per process' if args.world_size > 1 else ''}; give a smaller one, "
+                        f"e.g. --batch-size {fits}")
+    val_share = Subset(val_set, range(args.rank, len(val_set), args.world_size))
+    val_batch = max(1, args.batch_size // 10) if args.ten_crop else args.batch_size
+    val_loader = DataLoader(val_share, val_batch, shuffle=False, generator=torch.Generator(), **common)
+    return train_loader, val_loader
+
+
+def epoch_batches(loader, epoch: int, start: int, seed: int):
+    """The loader's iterator for ``epoch`` from batch ``start`` on, its order and augmentation
+    drawn from (seed, epoch) alone."""
+    loader.sampler.set_epoch(epoch, start * loader.batch_size)
+    loader.dataset.epoch = epoch
+    loader.generator.manual_seed(seed * 1_000_003 + epoch)  # the workers' base seed
+    return iter(loader)

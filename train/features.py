@@ -4,7 +4,9 @@ linear classifiers for another image set, against the same classifiers on raw pi
     python train/features.py runs/<run>/checkpoint.pt --data DIR --layer fc7
     python train/features.py alexnet.pth --data DIR --layer fc6 --splits 10   # torchvision weights
 
-DIR is one ImageFolder tree, DIR/<class>/<image>. Every image goes through the network in eval
+DIR is an ImageFolder tree, DIR/<class>/<image>, or the ImageNet layout DIR/train/<class>/*,
+DIR/val/<class>/*, whose val/ images (which the network did not train on) are used. Every image
+goes through the network in eval
 mode as train/run.py evaluates it (shorter side resized, centre crop at the checkpoint's image
 size, the variant's normalization); unreadable files are skipped with a warning. The layer's
 activations (after its ReLU, N x 4096) go to --out, an .npz holding
@@ -17,7 +19,8 @@ logistic regression and a linear SVM (each after a StandardScaler, in one Pipeli
 features and, as the baseline, on the raw pixels: the same centre crop resized to P x P
 (--pixels-size) and flattened. It prints each classifier's held-out accuracy, mean and std over
 the splits, and writes that table beside the .npz as .csv and .json (with every split's
-accuracy). Exit status: 0 done, 2 a bad argument, checkpoint or data directory (one line).
+accuracy); an existing --out is replaced only with --overwrite. Exit status: 0 done, 2 a bad
+argument, checkpoint or data directory (one line). torch is imported once the arguments are read.
 """
 import argparse
 import csv
@@ -31,13 +34,8 @@ if __package__ in (None, ""):  # run as `python train/features.py`: import train
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from torchvision import transforms
 
-from train import checkpoint, data
-from train.cli import HelpFormatter, Parser, UsageError
-from train.run import default_resize
+from train.cli import HelpFormatter, Parser, UsageError, checkpoint_file, output_file, parse_device, run_command
 
 PROG = "train/features.py"
 FEATURE_LAYERS = ("fc6", "fc7")
@@ -48,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint of train/run.py, or a state_dict of "
                    "torchvision.models.alexnet")
-    p.add_argument("--data", metavar="DIR", required=True, help="ImageFolder tree DIR/<class>/<image>")
-    p.add_argument("--layer", choices=FEATURE_LAYERS, required=True, help="the layer whose activations are the features")
+    p.add_argument("--data", metavar="DIR", required=True, help="an ImageFolder tree DIR/<class>/<image>, or the "
+                   "ImageNet layout DIR/train/..., DIR/val/... (its val/ images are used)")
+    p.add_argument("--layer", choices=FEATURE_LAYERS, required=True,
+                   help="the layer whose activations are the features")
     p.add_argument("--out", metavar="FILE", help="the .npz to write (default: features-<data>-<layer>.npz beside "
                    "the checkpoint); the report goes beside it as .csv and .json")
     p.add_argument("--splits", type=int, default=5, help="random stratified train/test splits")
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="custom: alexnet_kernels' kernels; torch: torch.nn's")
     p.add_argument("--workers", type=int, default=1, help="data loading processes (0: in this process)")
     p.add_argument("--pixels-size", type=int, default=32, help="side of the raw-pixel baseline's images")
+    p.add_argument("--overwrite", action="store_true", help="replace --out (and its .csv and .json) if it exists")
     return p
 
 
@@ -141,6 +142,11 @@ class Views:
     that crop resized to pixels_size squared, uint8, flattened)."""
 
     def __init__(self, image_size: int, variant: str, pixels_size: int):
+        from torchvision import transforms
+
+        from train import data
+        from train.config import default_resize
+
         resize = default_resize(image_size)
         self.net = data.eval_transform(image_size, resize, data.normalization(variant))
         self.pixels = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(image_size),
@@ -150,10 +156,11 @@ class Views:
         return self.net(image), self.pixels(image).flatten()
 
 
-@torch.no_grad()
 def extract(model, loader, layer: str, device) -> tuple:
     """(features float32 [N, F], pixels uint8 [N, P], labels [N], paths of the skipped files)
     over the loader's readable images, in its order."""
+    import torch
+
     features, pixels, labels, skipped = [], [], [], []
     for batch, targets, bad in loader:
         for s in bad:
@@ -162,7 +169,8 @@ def extract(model, loader, layer: str, device) -> tuple:
         if batch is None:
             continue
         images, raw = batch
-        features.append(model.features_at(images.to(device), layer).float().cpu())
+        with torch.no_grad():
+            features.append(model.features_at(images.to(device), layer).float().cpu())
         pixels.append(raw)
         labels.append(targets)
     if not features:
@@ -171,17 +179,12 @@ def extract(model, loader, layer: str, device) -> tuple:
             skipped)
 
 
-def dataset(root: str, image_size: int, variant: str, pixels_size: int) -> data.SafeImageFolder:
-    """The ImageFolder tree ``root`` with Views as the transform; UsageError if it is not one."""
-    try:
-        data.check_image_folder(root, "--data")
-    except data.DataError as e:
-        raise UsageError(str(e)) from None
-    subdirs = {e.name for e in os.scandir(root) if e.is_dir()}
-    if {"train", "val"} <= subdirs:
-        raise UsageError(f"--data {root}: has train/ and val/, which would be taken for two classes; give one "
-                         f"ImageFolder tree, e.g. --data {os.path.join(root, 'val')}")
-    return data.SafeImageFolder(root, Views(image_size, variant, pixels_size), allow_empty=True)
+def dataset(root: str, image_size: int, variant: str, pixels_size: int):
+    """The images of ``root`` (data.analysis_dir: the tree, or its val/) as a SafeImageFolder
+    with Views as the transform; a DataError (a UsageError) if it is neither layout."""
+    from train import data
+
+    return data.SafeImageFolder(data.analysis_dir(root), Views(image_size, variant, pixels_size), allow_empty=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +193,7 @@ def dataset(root: str, image_size: int, variant: str, pixels_size: int) -> data.
 
 
 def check_args(args) -> None:
+    checkpoint_file(args.checkpoint)
     positive = {"--splits": args.splits, "--batch-size": args.batch_size, "--pixels-size": args.pixels_size}
     for flag, value in positive.items():
         if value < 1:
@@ -201,25 +205,14 @@ def check_args(args) -> None:
     if args.out is None:
         name = os.path.basename(os.path.normpath(args.data)) or "data"
         args.out = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"features-{name}-{args.layer}.npz")
-    if not args.out.endswith(".npz"):
-        raise UsageError(f"--out {args.out}: must name a .npz file")
-    parent = os.path.dirname(os.path.abspath(args.out))
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {args.out}: cannot make its directory {parent} ({e.strerror or e})") from None
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"--out {args.out}: its directory {parent} is not writable")
+    output_file(args.out, "--out", ".npz", args.overwrite)
 
 
 def load(args):
     """(model, config) of the checkpoint, with the UsageErrors of a bad one, device or layer."""
-    try:
-        model, config = checkpoint.load_model(args.checkpoint, backend=args.backend, device=args.device)
-    except checkpoint.CheckpointError as e:
-        raise UsageError(str(e)) from None
-    except ValueError as e:  # alexnet's device checks
-        raise UsageError(f"--device {args.device}: {e}") from None
+    from train import checkpoint
+
+    model, config = checkpoint.load_model(args.checkpoint, backend=args.backend, device=parse_device(args.device))
     if args.layer in config["remove"]:
         raise UsageError(f"--layer {args.layer}: the checkpoint's network has no {args.layer} (it was trained "
                          f"without {', '.join(config['remove'])})")
@@ -240,8 +233,8 @@ def format_table(rows: list) -> str:
     for source in sources:
         cells = {r["classifier"]: r for r in rows if r["input"] == source}
         dims = next(iter(cells.values()))["dims"]
-        lines.append(f"{source:<{width}}  {dims:>5}  " + "  ".join(
-            f"{cells[c]['accuracy_mean']:.3f} ± {cells[c]['accuracy_std']:.3f}".ljust(21) for c in CLASSIFIERS).rstrip())
+        accuracy = (f"{cells[c]['accuracy_mean']:.3f} ± {cells[c]['accuracy_std']:.3f}" for c in CLASSIFIERS)
+        lines.append(f"{source:<{width}}  {dims:>5}  " + "  ".join(a.ljust(21) for a in accuracy).rstrip())
     return "\n".join(lines)
 
 
@@ -261,6 +254,10 @@ def write_report(out: str, rows: list, meta: dict) -> tuple:
 
 def run(args) -> int:
     check_args(args)
+    from torch.utils.data import DataLoader
+
+    from train import data
+
     model, config = load(args)
     image_size, variant = config["image_size"], config["variant"]
     images = dataset(args.data, image_size, variant, args.pixels_size)
@@ -298,12 +295,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(PROG, run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

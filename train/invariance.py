@@ -3,7 +3,8 @@ rotated (the experiment of Zeiler and Fergus, 2014, Figure 5, on fc7):
 
     python train/invariance.py CKPT --data DIR [--images N] [--out DIR] [--device cpu]
 
-For N images of the ImageFolder tree DIR (evenly spread over it, so over its classes), prepared as
+For N images of DIR (evenly spread over it, so over its classes; an ImageFolder tree, or the
+ImageNet layout DIR/train, DIR/val, whose val/ images are used), prepared as
 evaluation prepares them (shorter side resized, centre crop of the checkpoint's image_size,
 normalized), each transform is applied at each magnitude below, and the script reports per
 transform and magnitude, over the images:
@@ -23,27 +24,34 @@ what lies outside it is filled with the mean pixel, 0 after normalization):
 
 Writes invariance.csv (one row per transform and magnitude) and invariance.png (one column per
 transform; rows: feature distance, and top class kept with the original class's probability) to
---out, and prints the table. Exit status: 0 done, 2 a bad argument, checkpoint or data directory
-(one line on stderr).
+--out, and prints the table; existing results are replaced only with --overwrite. Exit status:
+0 done, 2 a bad argument, checkpoint or data directory (one line on stderr).
 """
+from __future__ import annotations
+
 import argparse
 import csv
 import os
 import sys
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as `python train/invariance.py`: import train.* from the repository
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch
-import torch.nn.functional as F
-import torchvision.transforms.functional as TF
-from torchvision import transforms
-from torchvision.transforms import InterpolationMode
+if TYPE_CHECKING:  # annotations only: torch loads once the arguments are read
+    import torch
 
-from train.checkpoint import CheckpointError, load_model
-from train.data import DataError, SafeImageFolder, Skipped, check_image_folder, normalization
-from train.run import default_resize
-from train.cli import Parser, RawDescriptionHelpFormatter, UsageError, positive_int
+from train.cli import (
+    Parser,
+    RawDescriptionHelpFormatter,
+    UsageError,
+    checkpoint_file,
+    output_dir,
+    output_file,
+    parse_device,
+    positive_int,
+    run_command,
+)
 
 PROG = "train/invariance.py"
 LAYER = "fc7"
@@ -65,6 +73,9 @@ def magnitudes(image_size: int) -> dict:
 def transform_image(image: torch.Tensor, kind: str, magnitude, crop: int) -> torch.Tensor:
     """The centre crop (crop x crop) of ``image`` ([3, H, W], normalized) after the transform
     ``kind`` at ``magnitude`` about the image's centre; the identity is exactly the plain crop."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
     if magnitude != IDENTITY[kind]:
         angle, shift, factor = 0.0, [0, 0], 1.0
         if kind == "translation":
@@ -86,15 +97,16 @@ def _classifier(model: torch.nn.Module, variant: str) -> torch.nn.Module:
     return model.get_submodule("fc8" if variant == "paper" else "classifier.6")
 
 
-@torch.no_grad()
 def fc7_and_probabilities(model: torch.nn.Module, variant: str, x: torch.Tensor):
     """(fc7 features [N, 4096], softmax over the classes [N, C]), float32 on the CPU."""
-    feature = model.features_at(x, LAYER)
-    logits = _classifier(model, variant)(feature)
-    return feature.float().cpu(), F.softmax(logits.float(), dim=1).cpu()
+    import torch
+
+    with torch.no_grad():
+        feature = model.features_at(x, LAYER)
+        logits = _classifier(model, variant)(feature)
+    return feature.float().cpu(), torch.softmax(logits.float(), dim=1).cpu()
 
 
-@torch.no_grad()
 def measure(model: torch.nn.Module, variant: str, images, image_size: int, device="cpu", batch_size: int = 64,
             table: dict = None) -> list:
     """The rows of the report (dicts with CSV_COLUMNS) for ``images`` (normalized [3, H, W]
@@ -102,6 +114,8 @@ def measure(model: torch.nn.Module, variant: str, images, image_size: int, devic
     the magnitudes per transform (default magnitudes(image_size)). A forward pass takes about
     ``batch_size`` images: several magnitudes' worth when there are fewer images than that, since
     on a CPU each pass costs about as much for 3 images as for 30 (it reads all of fc6 and fc7)."""
+    import torch
+
     table = magnitudes(image_size) if table is None else table
     if model.training:
         raise ValueError("model must be in eval mode: dropout would change fc7 between passes")
@@ -138,10 +152,15 @@ def measure(model: torch.nn.Module, variant: str, images, image_size: int, devic
 
 
 def load_images(root: str, resize: int, variant: str, count: int) -> list:
-    """``count`` images of the ImageFolder tree ``root`` (all if fewer), evenly spread over its
-    sorted files, resized (shorter side ``resize``) and normalized for ``variant``, not cropped:
-    the transforms use what lies beyond the crop. Unreadable files are skipped with a warning."""
-    check_image_folder(root, "--data")
+    """``count`` images of ``root`` (data.analysis_dir: the tree, or its val/), all if fewer, evenly
+    spread over its sorted files, resized (shorter side ``resize``) and normalized for
+    ``variant``, not cropped: the transforms use what lies beyond the crop. Unreadable files are
+    skipped with a warning."""
+    from torchvision import transforms
+
+    from train.data import DataError, SafeImageFolder, Skipped, analysis_dir, normalization
+
+    root = analysis_dir(root)
     prepare = transforms.Compose([transforms.Resize(resize), transforms.ToTensor(), normalization(variant)])
     folder = SafeImageFolder(root, prepare, allow_empty=True)
     n = len(folder)
@@ -160,7 +179,8 @@ def load_images(root: str, resize: int, variant: str, count: int) -> list:
 
 
 def format_table(rows: list) -> str:
-    lines = [f"{'transform':<12} {'magnitude':>10} {'fc7 distance':>13} {'top class kept':>15} {'P(original class)':>18}"]
+    lines = [f"{'transform':<12} {'magnitude':>10} {'fc7 distance':>13} {'top class kept':>15} "
+             f"{'P(original class)':>18}"]
     for r in rows:
         m = f"{r['magnitude']:g} {r['unit']}"
         lines.append(f"{r['transform']:<12} {m:>10} {r['feature_distance']:>13.4f} {r['top_class_kept']:>15.1%} "
@@ -210,10 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description=__doc__.split("\n\n", 1)[1], formatter_class=RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT",
                    help="a checkpoint of train/run.py, or a state_dict of torchvision.models.alexnet (.pth)")
-    p.add_argument("--data", metavar="DIR", required=True, help="an ImageFolder tree DIR/<class>/<image>")
+    p.add_argument("--data", metavar="DIR", required=True, help="an ImageFolder tree DIR/<class>/<image>, or the "
+                   "ImageNet layout DIR/train/..., DIR/val/... (its val/ images are used)")
     p.add_argument("--images", type=positive_int, default=100,
                    help="images to measure on (all if DIR has fewer); they are held in memory, resized")
-    p.add_argument("--out", metavar="DIR", help="where invariance.csv and invariance.png go (default: CKPT's directory)")
+    p.add_argument("--out", metavar="DIR",
+                   help="where invariance.csv and invariance.png go (default: CKPT's directory)")
     p.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda, cuda:1)")
     p.add_argument("--backend", choices=("custom", "torch"), default="custom",
                    help="custom: alexnet_kernels' LRN, max pooling and ReLU; torch: torch.nn's")
@@ -222,51 +244,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "train/run.py's, 256 for crops of 224 and more, image_size * 8/7 below)")
     p.add_argument("--batch-size", type=positive_int, default=64,
                    help="images per forward pass (transformed copies included)")
+    p.add_argument("--overwrite", action="store_true", help="replace invariance.csv and invariance.png if --out "
+                   "holds them")
     return p
 
 
-def _check_device(text: str) -> torch.device:
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise UsageError(f"--device {text!r}: not a device (cpu, cuda, cuda:1)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {text}: only cpu and cuda devices are supported")
-    if device.type == "cuda":
-        visible = torch.cuda.device_count()
-        if visible == 0:
-            raise UsageError(f"--device {text}: no CUDA device is visible")
-        if device.index is not None and device.index >= visible:
-            raise UsageError(f"--device {text}: no such device ({visible} CUDA device(s) visible)")
-    return device
-
-
-def _check_out(out: str) -> str:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot make the directory ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"--out {out}: not writable")
-    return out
-
-
 def run(args) -> int:
-    device = _check_device(args.device)
-    check_image_folder(args.data, "--data")  # before the checkpoint, which takes seconds to load
+    from train.checkpoint import load_model
+    from train.config import default_resize
+    from train.data import analysis_dir
+
+    device = parse_device(args.device)
+    analysis_dir(args.data)  # before the checkpoint, which takes seconds to load
+    checkpoint_file(args.checkpoint)
     model, config = load_model(args.checkpoint, backend=args.backend, device=device)
     if LAYER in model.removed:
         raise UsageError(f"{args.checkpoint}: a network without {LAYER}, the layer this measures")
     variant, size = config["variant"], config["image_size"]
     resize = args.resize or default_resize(size)
     if resize < size:
-        raise UsageError(f"--resize {resize}: smaller than the checkpoint's image_size {size}, which is cropped from it")
-    out = _check_out(args.out or os.path.dirname(os.path.abspath(args.checkpoint)))
+        raise UsageError(
+            f"--resize {resize}: smaller than the checkpoint's image_size {size}, which is cropped from it")
+    out = output_dir(args.out or os.path.dirname(os.path.abspath(args.checkpoint)), "--out")
+    csv_path, png_path = (output_file(os.path.join(out, name), "--out", suffix, args.overwrite)
+                          for name, suffix in (("invariance.csv", ".csv"), ("invariance.png", ".png")))
     images = load_images(args.data, resize, variant, args.images)
     rows = measure(model, variant, images, size, device, args.batch_size)
-    csv_path, png_path = os.path.join(out, "invariance.csv"), os.path.join(out, "invariance.png")
     name = os.path.basename(args.checkpoint)
     print(f"{name}: {variant} variant at {size}x{size}, {len(images)} images of {args.data}, {LAYER}")
     print(format_table(rows))
@@ -281,12 +284,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (UsageError, CheckpointError, DataError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(PROG, run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,5 @@
-"""One training step, and how many images per second a model trains at.
-
-``train_step`` is the step train/run.py runs; ``fixed_batch_step`` repeats it on one random batch
-and ``images_per_second`` times it: together they are the measurement of
-``train/run.py --compare-cpu`` and of bench/bench_train.py.
-"""
+"""One training step, and how many images per second a network trains at: the measurement of
+``train/run.py --compare-cpu`` and of bench/bench_train.py."""
 import time
 
 import torch
@@ -62,3 +58,34 @@ def images_per_second(step, batch_size: int, steps: int, warmup: int = 3) -> flo
         step()
     synchronize()
     return batch_size * steps / (time.perf_counter() - start)
+
+
+def network(variant: str, backend: str, device, num_classes: int = 1000, compile: bool = False):
+    """A fresh network as train/run.py builds it for one device: with ``compile``, compiled in
+    place, the paper variant's towers on the current stream (a stream switch breaks the graph)."""
+    from alexnet_kernels.models import alexnet
+
+    model = alexnet(variant, num_classes, backend, devices=(device,), **({"streams": False} if compile and
+                                                                          variant == "paper" else {}))
+    if compile:
+        model.compile()
+    return model
+
+
+def gpu_vs_cpu(variant: str = "paper", batch: int = 128, image_size: int = 227, gpu="cuda", gpu_steps: int = 20,
+               cpu_steps: int = 20, warmup: int = 3, compile: bool = False, seed: int = 0, announce=None) -> dict:
+    """Training images/s of one network, fp32, 1000 classes: on ``gpu`` with this package's
+    kernels (backend custom) and on the CPU, every thread, with torch's ops (its fastest path).
+    Returns {"GPU": img/s, "CPU": img/s}. ``announce(side, backend, device, steps)`` is called
+    before each side is timed. (``gpu`` may be the CPU, for a smoke run of the measurement.)"""
+    rates = {}
+    for side, backend, device, steps in (("GPU", "custom", torch.device(gpu), gpu_steps),
+                                         ("CPU", "torch", torch.device("cpu"), cpu_steps)):
+        torch.manual_seed(seed)
+        step = fixed_batch_step(network(variant, backend, device, compile=compile), batch, image_size, 1000, device,
+                                "fp32")
+        if announce:
+            announce(side, backend, device, steps)
+        rates[side] = images_per_second(step, batch, steps, warmup)
+        del step
+    return rates

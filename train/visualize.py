@@ -7,42 +7,34 @@ state_dict of torchvision.models.alexnet (which loads into the torchvision varia
 
 Each picture is one subcommand; ``python train/visualize.py SUBCOMMAND --help`` describes its
 flags. Exit status: 0 done, 2 a bad argument, checkpoint, data directory or output path (reported
-as one line on stderr).
+as one line on stderr). torch is imported only once the arguments are read.
 """
+from __future__ import annotations
+
 import argparse
 import os
 import sys
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 if __package__ in (None, ""):  # run as `python train/visualize.py`: import train.* from the repository
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+if TYPE_CHECKING:  # annotations only: torch loads once the arguments are read
+    import numpy as np
+    import torch
 
-from train.checkpoint import CheckpointError, load_model
-from train.cli import HelpFormatter, Parser, UsageError, positive_int
-from train.data import DataError, Skipped
+from train.cli import (
+    HelpFormatter,
+    Parser,
+    UsageError,
+    checkpoint_file,
+    output_file,
+    parse_device,
+    positive_int,
+    run_command,
+)
 
 PROG = "train/visualize.py"
-
-
-def check_png_path(path: str, flag: str) -> str:
-    """``path`` if a PNG can be written there (its directory is made when missing), else a
-    UsageError naming ``flag``. Checked before any slow work, so a typo costs nothing."""
-    if os.path.isdir(path):
-        raise UsageError(f"{flag} {path}: is a directory; give a file name ending in .png")
-    if not path.lower().endswith(".png"):
-        raise UsageError(f"{flag} {path}: must name a .png file")
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{flag} {path}: cannot make its directory {parent} ({e.strerror or e})") from None
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"{flag} {path}: its directory {parent} is not writable")
-    return path
 
 
 # ==============================================================================================
@@ -60,7 +52,7 @@ def conv1_weights(model: torch.nn.Module, variant: str) -> list:
     """conv1's filters as [(title, weights [N, 3, k, k] on the CPU)], one entry per block of the
     picture: the paper variant's two towers, or torchvision's single layer. Read through the
     state_dict names (the checkpoint format), not through module attributes."""
-    state = model.state_dict()
+    state = model.state_dict()  # (tensors: torch is loaded)
     if variant == "paper":
         names = sorted((k for k in state if k.startswith("towers.") and k.endswith(".conv1.weight")),
                        key=lambda k: int(k.split(".")[1]))
@@ -73,6 +65,8 @@ def scale_filters(blocks: list, scale: str = "layer") -> list:
     """Each block's weights min-max scaled to [0, 1]: ``scale="layer"`` with one minimum and
     maximum over every block together (both towers), ``"filter"`` with each filter's own. A
     constant filter, whose range is empty, becomes mid-grey."""
+    import torch
+
     if scale == "layer":
         everything = torch.cat([w.flatten() for _, w in blocks])
         lo, hi = everything.min(), everything.max()
@@ -88,6 +82,8 @@ def scale_filters(blocks: list, scale: str = "layer") -> list:
 
 
 def _min_max(w: torch.Tensor, lo, hi) -> torch.Tensor:
+    import torch
+
     span = hi - lo
     return torch.where(span > 0, (w - lo) / torch.where(span > 0, span, 1), 0.5)
 
@@ -98,6 +94,8 @@ def filter_grid(scaled: torch.Tensor, columns: int = FILTER_COLUMNS, zoom: int =
     [H, W, 3]: filter i in row i // columns, column i % columns, each pixel a zoom x zoom block
     (nearest neighbour), ``gap`` background pixels between and around the cells. Cell (r, c)
     starts at y = gap + r * (k * zoom + gap), x = gap + c * (k * zoom + gap)."""
+    import numpy as np
+
     if scaled.dim() != 4 or scaled.shape[1] != 3:
         raise ValueError(f"scaled must be RGB filters [N, 3, k, k], got shape {tuple(scaled.shape)}")
     n, _, kh, kw = scaled.shape
@@ -125,6 +123,7 @@ def filters_image(grids: list):
     """The blocks stacked top to bottom, each under a white strip of FILTER_TITLE_HEIGHT pixels
     holding its title, as an RGB PIL image exactly as wide as the widest grid. Drawn with PIL
     rather than matplotlib so every filter pixel lands on whole image pixels, unresampled."""
+    import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
     image = Image.new("RGB", filters_png_size(grids), "white")
@@ -140,8 +139,11 @@ def filters_image(grids: list):
 
 
 def run_filters(args) -> int:
-    out = check_png_path(args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
-                                                  "conv1_filters.png"), "--out")
+    from train.checkpoint import load_model
+
+    checkpoint_file(args.checkpoint)
+    out = output_file(args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
+                                               "conv1_filters.png"), "--out", ".png", args.overwrite)
     model, config = load_model(args.checkpoint, backend="torch", device="cpu")  # weights only: no kernels run
     grids = filter_grids(model, config["variant"], args.scale, args.zoom)
     try:
@@ -172,6 +174,7 @@ def add_filters_command(subparsers) -> None:
                         "shows every filter's pattern at full contrast, weak ones' noise included")
     p.add_argument("--zoom", type=positive_int, default=FILTER_ZOOM,
                    help="screen pixels per weight (nearest neighbour)")
+    p.add_argument("--overwrite", action="store_true", help="replace the picture if it exists")
     p.set_defaults(run=run_filters)
 
 
@@ -199,6 +202,8 @@ def top_activations(acts: torch.Tensor, image_ids, k: int = PATCHES_PER_CHANNEL,
     for the earlier batches, or None): per channel the k strongest units, at most one per image
     -- each image offers only its own strongest unit of the channel (the first in row-major order
     on ties) -- so the k patches come from k different images."""
+    import torch
+
     if acts.dim() != 4:
         raise ValueError(f"acts must be N x C x H x W, got shape {tuple(acts.shape)}")
     n, c, h, w = acts.shape
@@ -238,18 +243,6 @@ def parse_channels(text: Optional[str]) -> Optional[list]:
     return channels
 
 
-def parse_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise UsageError(f"--device {name}: not a device (cpu, cuda, cuda:1)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name}: only cpu and cuda devices are supported")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: does not exist ({torch.cuda.device_count()} CUDA device(s) visible)")
-    return device
-
-
 def crop(image: torch.Tensor, window) -> torch.Tensor:
     """image [3, H, W] cut to window (top, left, bottom, right), clipped to the image."""
     top, left, bottom, right = window
@@ -265,10 +258,11 @@ def spread(n: int, count: Optional[int]) -> list:
     return [i * n // count for i in range(count)]
 
 
-class _Indexed(Dataset):
-    """The chosen samples of an image folder as (image, index into the folder), or Skipped."""
+class _Indexed:
+    """The chosen samples of an image folder as (image, index into the folder), or Skipped: a
+    map-style dataset for a DataLoader."""
 
-    def __init__(self, folder: Dataset, indices: list):
+    def __init__(self, folder, indices: list):
         self.folder, self.indices = folder, list(indices)
 
     def __len__(self) -> int:
@@ -276,7 +270,7 @@ class _Indexed(Dataset):
 
     def __getitem__(self, i: int):
         item = self.folder[self.indices[i]]
-        return item if isinstance(item, Skipped) else (item[0], self.indices[i])
+        return (item[0], self.indices[i]) if isinstance(item, tuple) else item  # else a data.Skipped
 
 
 def patches_figure(rows: list, title: str):
@@ -307,18 +301,23 @@ def patches_figure(rows: list, title: str):
 
 
 def run_patches(args) -> int:
-    from alexnet_kernels.stats import layer_table
-    from train.data import SafeImageFolder, check_image_folder, collate_skipping, eval_transform, normalization
-    from train.run import default_resize  # the resize train/run.py evaluates with
-
     if args.layer not in CONV_LAYERS:
         raise UsageError(f"--layer {args.layer}: patches are cut for convolutional layers only: "
                          f"{', '.join(CONV_LAYERS)}")
     channels = parse_channels(args.channels)
+    checkpoint_file(args.checkpoint)
+    out = output_file(args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
+                                               f"patches_{args.layer}.png"), "--out", ".png", args.overwrite)
+    import torch
+    from torch.utils.data import DataLoader
+
+    from alexnet_kernels.stats import layer_table
+    from train.checkpoint import load_model
+    from train.config import default_resize  # the resize train/run.py evaluates with
+    from train.data import DataError, SafeImageFolder, analysis_dir, collate_skipping, eval_transform, normalization
+
     device = parse_device(args.device)
-    check_image_folder(args.data, "--data")  # the quick checks before the slow load
-    out = check_png_path(args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
-                                                  f"patches_{args.layer}.png"), "--out")
+    root = analysis_dir(args.data)  # the quick checks before the slow load
     # The package's kernels on a GPU; on the CPU torch's ops compute the same function faster.
     model, config = load_model(args.checkpoint, backend="custom" if device.type == "cuda" else "torch",
                                device=device)
@@ -334,7 +333,7 @@ def run_patches(args) -> int:
     rf = row.receptive_field
 
     # Unnormalized images, to crop from; the network gets them normalized as in training.
-    folder = SafeImageFolder(args.data, eval_transform(size, default_resize(size), torch.nn.Identity()),
+    folder = SafeImageFolder(root, eval_transform(size, default_resize(size), torch.nn.Identity()),
                              allow_empty=True)
     indices = spread(len(folder), args.max_images)
     loader = DataLoader(_Indexed(folder, indices), batch_size=args.batch_size, shuffle=False,
@@ -360,8 +359,9 @@ def run_patches(args) -> int:
             cells.append((patch.permute(1, 2, 0).clamp(0, 1).numpy(), top.values[channel, i].item()))
         rows.append((channel, cells))
     read = len(indices) - skipped
-    fig = patches_figure(rows, f"{args.layer} of {os.path.basename(args.checkpoint)} ({variant}): the "
-                               f"{top.values.shape[1]} strongest of {read} image(s), receptive field {rf.size}x{rf.size}")
+    title = (f"{args.layer} of {os.path.basename(args.checkpoint)} ({variant}): the {top.values.shape[1]} strongest "
+             f"of {read} image(s), receptive field {rf.size}x{rf.size}")
+    fig = patches_figure(rows, title)
     try:
         fig.savefig(out, dpi=100)
     except OSError as e:
@@ -386,7 +386,8 @@ def add_patches_command(subparsers) -> None:
                     "checkpoint's image size.")
     p.add_argument("checkpoint", metavar="CKPT",
                    help="a checkpoint of train/run.py, or a state_dict of torchvision.models.alexnet (.pth)")
-    p.add_argument("--data", metavar="DIR", required=True, help="ImageFolder tree: DIR/<class>/<image>")
+    p.add_argument("--data", metavar="DIR", required=True, help="an ImageFolder tree DIR/<class>/<image>, or "
+                   "the ImageNet layout DIR/train/..., DIR/val/... (its val/ images are used)")
     p.add_argument("--layer", required=True, metavar="convK", help=f"one of {', '.join(CONV_LAYERS)}")
     p.add_argument("--channels", metavar="LIST",
                    help=f"channels to show, e.g. 0,5,9 (default: the {DEFAULT_CHANNELS} channels with the highest "
@@ -397,6 +398,7 @@ def add_patches_command(subparsers) -> None:
                    help="use N images spread evenly over DIR (default: all)")
     p.add_argument("--batch-size", type=positive_int, metavar="B", default=32, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:K] (the package's kernels)")
+    p.add_argument("--overwrite", action="store_true", help="replace the picture if it exists")
     p.set_defaults(run=run_patches)
 
 
@@ -410,8 +412,7 @@ COMMANDS = (add_filters_command, add_patches_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0].rstrip(":") + ".",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0].rstrip(":") + ".", formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True, parser_class=Parser)
     for add in COMMANDS:
         add(sub)
@@ -420,11 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (UsageError, CheckpointError, DataError) as e:
-        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(f"{PROG} {args.command}", args.run, args)
 
 
 if __name__ == "__main__":

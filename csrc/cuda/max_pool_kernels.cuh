@@ -12,7 +12,7 @@
 //     neighbouring channels (channels_last), so loads and stores are coalesced.
 //   backward (from the index): a thread computes kPoolRun consecutive inputs of a row from the
 //     index bytes and gradients of the <= 2 x (kPoolRun/2 + 1) outputs covering them, found
-//     with shifts.
+//     with shifts; NCHW: the warp stores its 32 runs, one stretch of dx, through shared memory.
 // Everything else (other windows, padding in forward, strided tensors, the recomputing
 // backward, a gradient or index not dense in dx's layout) takes the general kernels: one thread per output (forward) or input (backward)
 // element in the tensor's memory order.
@@ -143,7 +143,16 @@ AK_UNROLL
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3x3/2 backward from the index (any padding), grad and index dense in dx's layout.
+// 3x3/2 backward from the index (any padding), grad and index dense in dx's layout (dx is the
+// op's own dense allocation). A thread computes kPoolRun consecutive inputs of a row.
+// channels_last: neighbouring threads take neighbouring channels, so each of the run's stores is
+// coalesced as it is. NCHW: the warp's 32 runs are consecutive stretches of dx (a row's runs
+// follow each other, and so do the rows and planes), so together they cover one stretch of at
+// most 32 * kPoolRun elements; each lane puts its run into the warp's shared tile at its place
+// in that stretch, and the warp stores the stretch 32 consecutive elements at a time (about 5
+// sectors per fp32 request, where a lane's own stores, 32 bytes apart, made 31). The tile's
+// stores conflict where runs lie a multiple of 32 words apart: 2 ways at W = 55, none at 27, 8
+// where W is a multiple of kPoolRun.
 // ---------------------------------------------------------------------------------------------
 template <PoolLayout L, typename T, typename acc_t, typename index_t>
 __global__ void __launch_bounds__(kPoolThreads)
@@ -151,7 +160,12 @@ __global__ void __launch_bounds__(kPoolThreads)
                            int64_t threads) {
   constexpr int RW = kPoolRun, U = RW / 2 + 1;
   index_t i;
-  if (!grid_thread(threads, i)) return;
+  // NCHW: whole warps stay for the exchange below; the lanes past the grid's end stand in for
+  // its last thread (they compute its run again, and put nothing in the tile). index_t holds
+  // threads itself (the planning's extent).
+  if (!grid_thread(L == PoolLayout::kNchw ? (threads + 31) & ~int64_t(31) : threads, i)) return;
+  const bool mine = L == PoolLayout::kNhwc || i < static_cast<index_t>(threads);
+  if constexpr (L == PoolLayout::kNchw) i = ak_min(i, static_cast<index_t>(threads - 1));
   index_t outer_h, run, c, outer, h;
   decode(i, outer_h, run, c);
   rows.divmod(outer_h, outer, h);
@@ -182,10 +196,40 @@ AK_UNROLL
   acc_t out[RW];
   pool3x3s2_backward_run<RW>(rel, gv, out);
   const index_t w0 = RW * run - g.pW;
-  const gptr<T> dx = ak_pin(a.dx + in_base);
+  if constexpr (L == PoolLayout::kNhwc) {
+    const gptr<T> dx = ak_pin(a.dx + in_base);
 AK_UNROLL
-  for (int e = 0; e < RW; ++e) {
-    if (w0 + e >= 0 && w0 + e < W) dx[pool_offset<L>(h, w0 + e, W, C)] = static_cast<T>(out[e]);
+    for (int e = 0; e < RW; ++e) {
+      if (w0 + e >= 0 && w0 + e < W) dx[pool_offset<L>(h, w0 + e, W, C)] = static_cast<T>(out[e]);
+    }
+  } else {
+    AK_SHARED(T, tile, [kPoolThreads / 32][32 * RW]);
+    const sptr<T> stretch = tile[threadIdx.x / 32];
+    const int lane = threadIdx.x % 32;
+    // The run's columns inside the row are e in [lo, n): lo = 1 where the run starts in the left
+    // padding (pW <= 1 for a 3x3 window), n < RW for the row's last run. A stand-in puts none.
+    const int lo = w0 < 0 ? 1 : 0;
+    const int n = static_cast<int>(ak_min<index_t>(RW, W - w0));
+    const int put = mine ? n : 0;
+    // Places in dx's order (plane rows one after another) in 32 bits: their differences (less
+    // than 32 * RW) are exact modulo 2^32. The stretch starts at lane 0's first column inside
+    // the row and ends at lane 31's last (a stand-in's: the last thread's).
+    const uint32_t pos = static_cast<uint32_t>(outer_h) * static_cast<uint32_t>(W) + static_cast<uint32_t>(w0);
+    const int at = static_cast<int>(pos - __shfl_sync(0xffffffffu, pos + lo, 0));
+    const int last = __shfl_sync(0xffffffffu, at + n - 1, 31);
+AK_UNROLL
+    for (int e = 0; e < RW; ++e) {
+      if (e >= lo && e < put) stretch[at + e] = static_cast<T>(out[e]);
+    }
+    // The tile is the warp's own and used once: a warp barrier orders it, no block barrier.
+    __syncwarp();
+    // Element j of the stretch lies j - at after this run's first column.
+    const gptr<T> dx = ak_pin(a.dx + in_base) + (h * W + w0 - at + lane);
+    const int left = last - lane;
+AK_UNROLL
+    for (int k = 0; k < RW; ++k) {
+      if (32 * k <= left) dx[32 * k] = stretch[32 * k + lane];
+    }
   }
 }
 
@@ -347,7 +391,8 @@ struct MaxPoolCuda {
       const int64_t runs = (g.W + g.pW + kPoolRun - 1) / kPoolRun;
       const int64_t threads = a.N * a.C * g.H * runs;
       const int64_t per = a.channels_last ? a.C : 1;
-      const int64_t extent = std::max(threads, (int64_t(g.H) + 4) * (g.W + 4 + kPoolRun) * per);
+      // (threads + 1: the NCHW kernel holds the thread count itself in index_t.)
+      const int64_t extent = std::max(threads + 1, (int64_t(g.H) + 4) * (g.W + 4 + kPoolRun) * per);
       dispatch_index(extent, opt.force_64bit, [&](auto index) {
         using index_t = decltype(index);
         if (a.channels_last) {

@@ -149,7 +149,9 @@ class Emulator:
                   multiprocessors=None) -> None:
         """Switch checks and counting on or off (None: unchanged); multiprocessors is what
         Launcher::multiprocessors() tells the kernels' host planning (default 2)."""
-        flag = (lambda v: -1 if v is None else int(bool(v)))
+        def flag(v) -> int:
+            return -1 if v is None else int(bool(v))
+
         self._lib.ak_emu_configure(flag(memcheck), flag(initcheck), flag(racecheck), flag(synccheck), flag(count),
                                    0 if multiprocessors is None else int(multiprocessors))
 
