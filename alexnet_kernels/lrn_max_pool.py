@@ -115,9 +115,10 @@ def _lrn_max_pool2d_fake(x, size, alpha, beta, k, kernel_size, stride, with_inde
 @torch.library.register_fake("alexnet_kernels::lrn_max_pool2d_backward")
 def _lrn_max_pool2d_backward_fake(grad, index, x, size, alpha, beta, k, kernel_size, stride):
     oh, ow = _check(x, size, kernel_size, stride)
+    expected = [x.shape[0], x.shape[1], oh, ow]
     torch._check(
-        tuple(grad.shape) == (x.shape[0], x.shape[1], oh, ow),
-        lambda: f"lrn_max_pool2d_backward: grad has shape {list(grad.shape)}, expected {[x.shape[0], x.shape[1], oh, ow]}",
+        list(grad.shape) == expected,
+        lambda: f"lrn_max_pool2d_backward: grad has shape {list(grad.shape)}, expected {expected}",
     )
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_format(x))
 

@@ -13,9 +13,9 @@ turns in the same process; the thread count is in the table's header.
 import pytest
 import torch
 import torch.nn.functional as F
+from timing import floor_ms, interleaved_ms, median_ms, peak_extra_mib, step
 
 import alexnet_kernels as ak
-from timing import floor_ms, interleaved_ms, median_ms, peak_extra_mib, step
 
 GPU_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
 CPU_SHAPES = [(96, 55, 55), (256, 27, 27)]  # after the batch

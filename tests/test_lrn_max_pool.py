@@ -7,11 +7,11 @@ both are checked against torch's F.max_pool2d(F.local_response_norm(...)) in flo
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEVICES, have_memory, layouts, poison, rel_err, requires_cuda
 
 import alexnet_kernels as ak
 from alexnet_kernels.lrn_max_pool import fused
 from alexnet_kernels.max_pool import _pair
-from helpers import DEVICES, have_memory, layouts, poison, rel_err, requires_cuda
 
 OPS = torch.ops.alexnet_kernels
 PAPER = (5, 1e-4, 0.75, 2.0)  # size, alpha, beta, k
@@ -299,7 +299,7 @@ def test_mixed_devices_cuda():
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x = make_x((2, 7, 11, 10), device)
-    for name, xl in layouts(x):
+    for _, xl in layouts(x):
         for with_index in (True, False):
             args = (xl.detach().requires_grad_(with_index), *PAPER, [3, 3], [2, 2], with_index)
             torch.library.opcheck(OPS.lrn_max_pool2d.default, args)

@@ -18,10 +18,10 @@ check on the device.
 import pytest
 import torch
 import torch.nn.functional as F
-
-import alexnet_kernels as ak
 from cuda_emu import build
 from helpers import poison, rel_err
+
+import alexnet_kernels as ak
 
 OPS = torch.ops.alexnet_kernels
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
