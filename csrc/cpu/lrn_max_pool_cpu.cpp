@@ -8,9 +8,11 @@
 // column, into a row of T: the band's first row is the one recomputed, by the band above too),
 // reduces each window row over kw along it, and each output row from three such reductions, the
 // bottom one carried to the next output row (max_pool's CPU forward, on LRN values); the
-// reductions are branch-free selects the compiler vectorizes. Backward: each
-// input column walks its channels through lrn.h's backward, with the pooled gradient gathered on
-// the fly from the winners' bytes of the (at most four) outputs covering it (PooledGradColumn).
+// reductions are branch-free selects the compiler vectorizes. Backward: a task is (image, input
+// row); it first gathers the row's pooled gradient for every channel and column from the winners'
+// bytes of the (at most four) outputs covering each input (max_pool's CPU gather, vectorized,
+// rounded to T as max_pool2d's backward output is), then each input column walks its channels
+// through lrn.h's backward on it.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -58,23 +60,35 @@ struct LrnPoolCpu {
   template <typename T, typename acc_t>
   static void backward(const LrnPoolBwdArgs<T>& a, const LrnCoef<acc_t>& k, const PlanOptions&) {
     const LrnPoolGeom& g = a.g;
-    const int64_t C = a.C;
+    const int64_t C = a.C, W = g.W;
+    // (The host makes the gradient and the index dense in the output's layout: unit strides
+    // along ow for NCHW, along c for channels_last.)
+    TORCH_INTERNAL_ASSERT(a.channels_last ? a.gs.c == 1 : a.gs.w == 1);
     at::parallel_for(0, a.N * g.H, 1, [&](int64_t begin, int64_t end) {
+      // The pooled gradient of one input row, [C][W] (NCHW) or [W][C] (channels_last), rounded
+      // to T as max_pool2d's backward writes it, and the gather's scratch rows.
+      std::vector<T> pg(C * W);
+      GatherRows<acc_t> rows(g, C, a.channels_last);
       for (int64_t r = begin; r < end; ++r) {
         const int64_t n = r / g.H;
         const int h = static_cast<int>(r % g.H);
-        for (int w = 0; w < g.W; ++w) {
-          const auto gcol = pooled_grad_column<T, acc_t>(a.grad + n * a.gs.n, a.index + n * a.gs.n,
-                                                         pool_cover_3x3s2<int64_t>(h, w, g.OH, g.OW, a.gs.h, a.gs.w));
+        if (a.channels_last) {
+          pooled_row_nhwc<T, acc_t>(a, n, h, pg.data(), rows);
+        } else {
+          pooled_row_nchw<T, acc_t>(a, n, h, pg.data(), rows);
+        }
+        for (int64_t w = 0; w < W; ++w) {
           const gptr<const T> xcol = a.x + (n * a.xs.n + h * a.xs.h + w * a.xs.w);
           const gptr<T> dxcol = a.dx + (n * a.ds.n + h * a.ds.h + w * a.ds.w);
           if (a.channels_last) {  // lrn's element path
+            const T* gcol = pg.data() + w * C;
             for (int64_t c = 0; c < C; ++c) {
               dxcol[c * a.ds.c] =
-                  static_cast<T>(lrn_backward_at<5, acc_t>(xcol, a.xs.c, gcol, a.gs.c, C, c, int64_t(5), k));
+                  static_cast<T>(lrn_backward_at<5, acc_t>(xcol, a.xs.c, gcol, int64_t(1), C, c, int64_t(5), k));
             }
           } else {  // lrn's column path
-            lrn_backward_column<5, false, acc_t>(xcol, a.xs.c, gcol, a.gs.c, dxcol, a.ds.c, C, int64_t(0), C, k);
+            const T* gcol = pg.data() + w;
+            lrn_backward_column<5, false, acc_t>(xcol, a.xs.c, gcol, W, dxcol, a.ds.c, C, int64_t(0), C, k);
           }
         }
       }
@@ -82,6 +96,119 @@ struct LrnPoolCpu {
   }
 
  private:
+  // Scratch of the pooled-gradient gather: NCHW, one channel's two covering output rows of index
+  // and gradient, padded with "no output" (-1, 0) on both sides (entry j + 1 is ow = j) and a
+  // third row of nothing for an absent one, and the sums of the even and odd input columns;
+  // channels_last, the sums over the channels of one input.
+  template <typename acc_t>
+  struct GatherRows {
+    int P, J;
+    std::vector<int32_t> idx;
+    std::vector<acc_t> grad, even, odd, acc;
+    GatherRows(const LrnPoolGeom& g, int64_t C, bool channels_last)
+        : P(g.OW + 2), J((g.W + 1) / 2), idx(channels_last ? 0 : 3 * P, -1), grad(channels_last ? 0 : 3 * P, acc_t(0)),
+          even(channels_last ? 0 : J), odd(channels_last ? 0 : J), acc(channels_last ? C : 0) {}
+  };
+
+  template <typename acc_t>
+  static acc_t masked(bool c, acc_t v) {
+    return c ? v : acc_t(0);
+  }
+
+  // The pooled gradient of input row h (NCHW): max_pool's CPU gather (input column 2 j is
+  // covered by outputs j - 1, kw 2, and j, kw 0; column 2 j + 1 by j, kw 1), the sums from 0 in
+  // increasing output order (max_pool2d's backward and PooledGradColumn's order; an absent term
+  // adds +0, which changes no such sum), vectorized along j.
+  template <typename T, typename acc_t>
+  static void pooled_row_nchw(const LrnPoolBwdArgs<T>& a, int64_t n, int h, T* pg, GatherRows<acc_t>& s) {
+    const LrnPoolGeom& g = a.g;
+    const int64_t W = g.W;
+    const int OW = g.OW, P = s.P, J = s.J;
+    int oh[2], kh[2];
+    pool3x3s2_rows(h, g.OH, oh, kh);
+    for (int64_t c = 0; c < a.C; ++c) {
+      int64_t base[2];
+      for (int t = 0; t < 2; ++t) {
+        if (oh[t] < 0) {
+          base[t] = 2 * int64_t(P);
+          continue;
+        }
+        base[t] = t * int64_t(P);
+        int32_t* __restrict__ ir = s.idx.data() + base[t] + 1;
+        acc_t* __restrict__ gr = s.grad.data() + base[t] + 1;
+        const int64_t o = n * a.gs.n + c * a.gs.c + oh[t] * a.gs.h;
+        const uint8_t* __restrict__ is = a.index + o;
+        const T* __restrict__ gs = a.grad + o;
+        for (int ow = 0; ow < OW; ++ow) {
+          ir[ow] = is[ow];
+          gr[ow] = static_cast<acc_t>(gs[ow]);
+        }
+      }
+      const int32_t* __restrict__ i0 = s.idx.data() + base[0];
+      const int32_t* __restrict__ i1 = s.idx.data() + base[1];
+      const acc_t* __restrict__ g0 = s.grad.data() + base[0];
+      const acc_t* __restrict__ g1 = s.grad.data() + base[1];
+      const int c0 = 3 * kh[0], c1 = 3 * kh[1];
+      acc_t* __restrict__ ev = s.even.data();
+      acc_t* __restrict__ od = s.odd.data();
+      for (int j = 0; j < J; ++j) {
+        const int32_t a0 = i0[j], a1 = i0[j + 1], b0 = i1[j], b1 = i1[j + 1];
+        const acc_t ga0 = g0[j], ga1 = g0[j + 1], gb0 = g1[j], gb1 = g1[j + 1];
+        acc_t e = 0, o = 0;
+        e += masked(a0 == c0 + 2, ga0);
+        e += masked(a1 == c0, ga1);
+        o += masked(a1 == c0 + 1, ga1);
+        e += masked(b0 == c1 + 2, gb0);
+        e += masked(b1 == c1, gb1);
+        o += masked(b1 == c1 + 1, gb1);
+        ev[j] = e;
+        od[j] = o;
+      }
+      T* __restrict__ row = pg + c * W;
+      const int64_t half = W / 2;
+      for (int64_t j = 0; j < half; ++j) {
+        row[2 * j] = static_cast<T>(ev[j]);
+        row[2 * j + 1] = static_cast<T>(od[j]);
+      }
+      if (W % 2) row[W - 1] = static_cast<T>(ev[half]);
+    }
+  }
+
+  // channels_last: each input (h, w) from the (at most 2 x 2) outputs covering it, in increasing
+  // output order, vectorized over c.
+  template <typename T, typename acc_t>
+  static void pooled_row_nhwc(const LrnPoolBwdArgs<T>& a, int64_t n, int h, T* pg, GatherRows<acc_t>& s) {
+    const LrnPoolGeom& g = a.g;
+    const int64_t C = a.C;
+    int oh[2], kh[2];
+    pool3x3s2_rows(h, g.OH, oh, kh);
+    for (int w = 0; w < g.W; ++w) {
+      const int j = w >> 1;
+      acc_t* __restrict__ acc = s.acc.data();
+      for (int64_t c = 0; c < C; ++c) acc[c] = 0;
+      for (int t = 0; t < 2; ++t) {
+        if (oh[t] < 0) continue;
+        // The outputs along the row covering w, in increasing ow, and w's kw in each.
+        int ow[2], kw[2], m = 0;
+        if (w & 1) {
+          if (j < g.OW) ow[m] = j, kw[m++] = 1;
+        } else {
+          if (j >= 1 && j - 1 < g.OW) ow[m] = j - 1, kw[m++] = 2;
+          if (j < g.OW) ow[m] = j, kw[m++] = 0;
+        }
+        for (int u = 0; u < m; ++u) {
+          const int64_t o = n * a.gs.n + oh[t] * a.gs.h + ow[u] * a.gs.w;
+          const uint8_t* __restrict__ is = a.index + o;
+          const T* __restrict__ gs = a.grad + o;
+          const int32_t code = 3 * kh[t] + kw[u];
+          for (int64_t c = 0; c < C; ++c) acc[c] += masked(int32_t(is[c]) == code, static_cast<acc_t>(gs[c]));
+        }
+      }
+      T* __restrict__ out = pg + w * C;
+      for (int64_t c = 0; c < C; ++c) out[c] = static_cast<T>(acc[c]);
+    }
+  }
+
   static constexpr int kBandRows = 8;  // output rows per task: 17 input rows computed for 16 new
 
   // LRN of input row h of image xn, for every channel and column, into buf.
