@@ -8,11 +8,11 @@
 // column, into a row of T: the band's first row is the one recomputed, by the band above too),
 // reduces each window row over kw along it, and each output row from three such reductions, the
 // bottom one carried to the next output row (max_pool's CPU forward, on LRN values); the
-// reductions are branch-free selects the compiler vectorizes. Backward: a task is (image, input
-// row); it first gathers the row's pooled gradient for every channel and column from the winners'
-// bytes of the (at most four) outputs covering each input (max_pool's CPU gather, vectorized,
-// rounded to T as max_pool2d's backward output is), then each input column walks its channels
-// through lrn.h's backward on it.
+// reductions are branch-free selects the compiler vectorizes. Backward: a task is (image, band of
+// input rows); it first gathers the band's pooled gradient for every channel and column from the
+// winners' bytes of the (at most four) outputs covering each input (max_pool's CPU gather,
+// vectorized, each output row copied once per channel; rounded to T as max_pool2d's backward
+// output is), then each input column walks its channels through lrn.h's backward on it.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -64,31 +64,37 @@ struct LrnPoolCpu {
     // (The host makes the gradient and the index dense in the output's layout: unit strides
     // along ow for NCHW, along c for channels_last.)
     TORCH_INTERNAL_ASSERT(a.channels_last ? a.gs.c == 1 : a.gs.w == 1);
-    at::parallel_for(0, a.N * g.H, 1, [&](int64_t begin, int64_t end) {
-      // The pooled gradient of one input row, [C][W] (NCHW) or [W][C] (channels_last), rounded
-      // to T as max_pool2d's backward writes it, and the gather's scratch rows.
-      std::vector<T> pg(C * W);
+    const int64_t bands = (g.H + kBwdRows - 1) / kBwdRows;
+    at::parallel_for(0, a.N * bands, 1, [&](int64_t begin, int64_t end) {
+      // The pooled gradient of a band of input rows, [row][C][W] (NCHW) or [row][W][C]
+      // (channels_last), rounded to T as max_pool2d's backward writes it, and the gather's
+      // scratch rows.
+      std::vector<T> pg(kBwdRows * C * W);
       GatherRows<acc_t> rows(g, C, a.channels_last);
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t n = r / g.H;
-        const int h = static_cast<int>(r % g.H);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / bands;
+        const int h0 = static_cast<int>(task % bands) * kBwdRows;
+        const int h1 = std::min<int>(h0 + kBwdRows, g.H);
         if (a.channels_last) {
-          pooled_row_nhwc<T, acc_t>(a, n, h, pg.data(), rows);
+          for (int h = h0; h < h1; ++h) pooled_row_nhwc<T, acc_t>(a, n, h, pg.data() + (h - h0) * C * W, rows);
         } else {
-          pooled_row_nchw<T, acc_t>(a, n, h, pg.data(), rows);
+          pooled_rows_nchw<T, acc_t>(a, n, h0, h1, pg.data(), rows);
         }
-        for (int64_t w = 0; w < W; ++w) {
-          const gptr<const T> xcol = a.x + (n * a.xs.n + h * a.xs.h + w * a.xs.w);
-          const gptr<T> dxcol = a.dx + (n * a.ds.n + h * a.ds.h + w * a.ds.w);
-          if (a.channels_last) {  // lrn's element path
-            const T* gcol = pg.data() + w * C;
-            for (int64_t c = 0; c < C; ++c) {
-              dxcol[c * a.ds.c] =
-                  static_cast<T>(lrn_backward_at<5, acc_t>(xcol, a.xs.c, gcol, int64_t(1), C, c, int64_t(5), k));
+        for (int h = h0; h < h1; ++h) {
+          const T* prow = pg.data() + (h - h0) * C * W;
+          for (int64_t w = 0; w < W; ++w) {
+            const gptr<const T> xcol = a.x + (n * a.xs.n + h * a.xs.h + w * a.xs.w);
+            const gptr<T> dxcol = a.dx + (n * a.ds.n + h * a.ds.h + w * a.ds.w);
+            if (a.channels_last) {  // lrn's element path
+              const T* gcol = prow + w * C;
+              for (int64_t c = 0; c < C; ++c) {
+                dxcol[c * a.ds.c] =
+                    static_cast<T>(lrn_backward_at<5, acc_t>(xcol, a.xs.c, gcol, int64_t(1), C, c, int64_t(5), k));
+              }
+            } else {  // lrn's column path
+              const T* gcol = prow + w;
+              lrn_backward_column<5, false, acc_t>(xcol, a.xs.c, gcol, W, dxcol, a.ds.c, C, int64_t(0), C, k);
             }
-          } else {  // lrn's column path
-            const T* gcol = pg.data() + w;
-            lrn_backward_column<5, false, acc_t>(xcol, a.xs.c, gcol, W, dxcol, a.ds.c, C, int64_t(0), C, k);
           }
         }
       }
@@ -115,62 +121,67 @@ struct LrnPoolCpu {
     return c ? v : acc_t(0);
   }
 
-  // The pooled gradient of input row h (NCHW): max_pool's CPU gather (input column 2 j is
-  // covered by outputs j - 1, kw 2, and j, kw 0; column 2 j + 1 by j, kw 1), the sums from 0 in
-  // increasing output order (max_pool2d's backward and PooledGradColumn's order; an absent term
-  // adds +0, which changes no such sum), vectorized along j.
+  // The pooled gradient of input rows [h0, h1) (NCHW), channel by channel: max_pool's CPU gather
+  // (input column 2 j is covered by outputs j - 1, kw 2, and j, kw 0; column 2 j + 1 by j, kw 1),
+  // each output row copied once into the slot of its parity, the sums from 0 in increasing output
+  // order (max_pool2d's backward and PooledGradColumn's order; an absent term adds +0, which
+  // changes no such sum), vectorized along j.
   template <typename T, typename acc_t>
-  static void pooled_row_nchw(const LrnPoolBwdArgs<T>& a, int64_t n, int h, T* pg, GatherRows<acc_t>& s) {
+  static void pooled_rows_nchw(const LrnPoolBwdArgs<T>& a, int64_t n, int h0, int h1, T* pg, GatherRows<acc_t>& s) {
     const LrnPoolGeom& g = a.g;
-    const int64_t W = g.W;
+    const int64_t C = a.C, W = g.W;
     const int OW = g.OW, P = s.P, J = s.J;
-    int oh[2], kh[2];
-    pool3x3s2_rows(h, g.OH, oh, kh);
-    for (int64_t c = 0; c < a.C; ++c) {
-      int64_t base[2];
-      for (int t = 0; t < 2; ++t) {
-        if (oh[t] < 0) {
-          base[t] = 2 * int64_t(P);
-          continue;
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t plane = n * a.gs.n + c * a.gs.c;
+      int tag[2] = {-1, -1};  // the output row in each slot
+      auto slot = [&](int oh) -> int64_t {
+        if (oh < 0) return 2 * int64_t(P);
+        const int t = oh & 1;
+        if (tag[t] != oh) {
+          int32_t* __restrict__ ir = s.idx.data() + t * int64_t(P) + 1;
+          acc_t* __restrict__ gr = s.grad.data() + t * int64_t(P) + 1;
+          const uint8_t* __restrict__ is = a.index + plane + oh * a.gs.h;
+          const T* __restrict__ gs = a.grad + plane + oh * a.gs.h;
+          for (int ow = 0; ow < OW; ++ow) {
+            ir[ow] = is[ow];
+            gr[ow] = static_cast<acc_t>(gs[ow]);
+          }
+          tag[t] = oh;
         }
-        base[t] = t * int64_t(P);
-        int32_t* __restrict__ ir = s.idx.data() + base[t] + 1;
-        acc_t* __restrict__ gr = s.grad.data() + base[t] + 1;
-        const int64_t o = n * a.gs.n + c * a.gs.c + oh[t] * a.gs.h;
-        const uint8_t* __restrict__ is = a.index + o;
-        const T* __restrict__ gs = a.grad + o;
-        for (int ow = 0; ow < OW; ++ow) {
-          ir[ow] = is[ow];
-          gr[ow] = static_cast<acc_t>(gs[ow]);
+        return t * int64_t(P);
+      };
+      for (int h = h0; h < h1; ++h) {
+        int oh[2], kh[2];
+        pool3x3s2_rows(h, g.OH, oh, kh);
+        const int64_t r0 = slot(oh[0]), r1 = slot(oh[1]);
+        const int32_t* __restrict__ i0 = s.idx.data() + r0;
+        const int32_t* __restrict__ i1 = s.idx.data() + r1;
+        const acc_t* __restrict__ g0 = s.grad.data() + r0;
+        const acc_t* __restrict__ g1 = s.grad.data() + r1;
+        const int c0 = 3 * kh[0], c1 = 3 * kh[1];
+        acc_t* __restrict__ ev = s.even.data();
+        acc_t* __restrict__ od = s.odd.data();
+        for (int j = 0; j < J; ++j) {
+          const int32_t a0 = i0[j], a1 = i0[j + 1], b0 = i1[j], b1 = i1[j + 1];
+          const acc_t ga0 = g0[j], ga1 = g0[j + 1], gb0 = g1[j], gb1 = g1[j + 1];
+          acc_t e = 0, o = 0;
+          e += masked(a0 == c0 + 2, ga0);
+          e += masked(a1 == c0, ga1);
+          o += masked(a1 == c0 + 1, ga1);
+          e += masked(b0 == c1 + 2, gb0);
+          e += masked(b1 == c1, gb1);
+          o += masked(b1 == c1 + 1, gb1);
+          ev[j] = e;
+          od[j] = o;
         }
+        T* __restrict__ row = pg + ((h - h0) * C + c) * W;
+        const int64_t half = W / 2;
+        for (int64_t j = 0; j < half; ++j) {
+          row[2 * j] = static_cast<T>(ev[j]);
+          row[2 * j + 1] = static_cast<T>(od[j]);
+        }
+        if (W % 2) row[W - 1] = static_cast<T>(ev[half]);
       }
-      const int32_t* __restrict__ i0 = s.idx.data() + base[0];
-      const int32_t* __restrict__ i1 = s.idx.data() + base[1];
-      const acc_t* __restrict__ g0 = s.grad.data() + base[0];
-      const acc_t* __restrict__ g1 = s.grad.data() + base[1];
-      const int c0 = 3 * kh[0], c1 = 3 * kh[1];
-      acc_t* __restrict__ ev = s.even.data();
-      acc_t* __restrict__ od = s.odd.data();
-      for (int j = 0; j < J; ++j) {
-        const int32_t a0 = i0[j], a1 = i0[j + 1], b0 = i1[j], b1 = i1[j + 1];
-        const acc_t ga0 = g0[j], ga1 = g0[j + 1], gb0 = g1[j], gb1 = g1[j + 1];
-        acc_t e = 0, o = 0;
-        e += masked(a0 == c0 + 2, ga0);
-        e += masked(a1 == c0, ga1);
-        o += masked(a1 == c0 + 1, ga1);
-        e += masked(b0 == c1 + 2, gb0);
-        e += masked(b1 == c1, gb1);
-        o += masked(b1 == c1 + 1, gb1);
-        ev[j] = e;
-        od[j] = o;
-      }
-      T* __restrict__ row = pg + c * W;
-      const int64_t half = W / 2;
-      for (int64_t j = 0; j < half; ++j) {
-        row[2 * j] = static_cast<T>(ev[j]);
-        row[2 * j + 1] = static_cast<T>(od[j]);
-      }
-      if (W % 2) row[W - 1] = static_cast<T>(ev[half]);
     }
   }
 
@@ -210,6 +221,7 @@ struct LrnPoolCpu {
   }
 
   static constexpr int kBandRows = 8;  // output rows per task: 17 input rows computed for 16 new
+  static constexpr int kBwdRows = 8;   // input rows per backward task
 
   // LRN of input row h of image xn, for every channel and column, into buf.
   template <typename T, typename acc_t>
