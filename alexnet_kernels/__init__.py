@@ -3,9 +3,11 @@
     conv2d(x, w, b, stride, padding, *, relu=False)      convolution (+ReLU): CUDA implicit GEMM for conv1
     lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0)        local response normalization (C++/CUDA)
     max_pool2d(x, kernel_size=3, stride=2, ...)          (overlapping) max pooling (C++/CUDA)
+    lrn_max_pool2d(x, size=5, ..., kernel_size=3, stride=2)   LRN then max pooling, fused (C++/CUDA)
     relu_dropout(x, p=0.5, training=True)                fused ReLU + dropout (C++; Triton on CUDA)
     relu(x)                                              ReLU (C++; Triton on CUDA)
     nn.Conv2d, nn.LocalResponseNorm, nn.MaxPool2d, nn.ReLU, nn.ReLUDropout   the same as modules
+    nn.LocalResponseNormMaxPool2d                        lrn_max_pool2d as a module
     models.alexnet(variant="paper"|"torchvision", backend="custom"|"torch", devices=None)
     build_info()                                         what was compiled, for which GPUs
 """
@@ -16,6 +18,7 @@ _build_config = _extension.load()
 from . import models, nn  # noqa: E402
 from .conv import conv2d  # noqa: E402
 from .lrn import lrn  # noqa: E402
+from .lrn_max_pool import lrn_max_pool2d  # noqa: E402
 from .max_pool import max_pool2d  # noqa: E402
 from .relu_dropout import relu, relu_dropout  # noqa: E402
 
@@ -24,6 +27,7 @@ OPS = {
     "conv2d": ("conv2d", "conv2d_backward"),
     "lrn": ("lrn", "lrn_backward"),
     "max_pool2d": ("max_pool2d", "max_pool2d_backward"),
+    "lrn_max_pool2d": ("lrn_max_pool2d", "lrn_max_pool2d_backward"),
     "relu_dropout": ("relu_dropout_fwd", "relu_dropout_bwd"),
     "relu": ("relu_fwd", "relu_bwd"),
 }
@@ -55,4 +59,4 @@ def build_info() -> dict:
 
 
 __version__ = "0.1.0"
-__all__ = ["conv2d", "lrn", "max_pool2d", "relu_dropout", "relu", "nn", "models", "build_info"]
+__all__ = ["conv2d", "lrn", "max_pool2d", "lrn_max_pool2d", "relu_dropout", "relu", "nn", "models", "build_info"]

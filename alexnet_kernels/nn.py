@@ -6,10 +6,11 @@ import torch
 
 from .conv import conv2d
 from .lrn import lrn
+from .lrn_max_pool import lrn_max_pool2d
 from .max_pool import _pair, max_pool2d
 from .relu_dropout import _check_p, relu, relu_dropout
 
-__all__ = ["Conv2d", "LocalResponseNorm", "MaxPool2d", "ReLU", "ReLUDropout"]
+__all__ = ["Conv2d", "LocalResponseNorm", "MaxPool2d", "LocalResponseNormMaxPool2d", "ReLU", "ReLUDropout"]
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -111,6 +112,40 @@ class MaxPool2d(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class LocalResponseNormMaxPool2d(torch.nn.Module):
+    """LocalResponseNorm(size, alpha, beta, k) followed by MaxPool2d(kernel_size, stride), fused
+    (alexnet_kernels.lrn_max_pool2d: the same results, one pass over the input); bad arguments
+    raise here, at construction. The defaults are the paper's conv -> ReLU -> LRN -> pool block
+    but for k, which the paper sets to 2 (torch's default is 1)."""
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, kernel_size=3,
+                 stride=2):
+        super().__init__()
+        name = "LocalResponseNormMaxPool2d"
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"{name}: size must be an int, got {size!r}")
+        if size <= 0:
+            raise ValueError(f"{name}: size must be positive, got {size}")
+        ks = _pair(kernel_size, "kernel_size", name)
+        st = ks if stride is None else _pair(stride, "stride", name)
+        if min(ks) <= 0:
+            raise ValueError(f"{name}: kernel_size must be positive, got {kernel_size!r}")
+        if min(st) <= 0:
+            raise ValueError(f"{name}: stride must be positive, got {stride!r}")
+        self.size = size
+        self.alpha = _number(alpha, "alpha", name)
+        self.beta = _number(beta, "beta", name)
+        self.k = _number(k, "k", name)
+        self.kernel_size, self.stride = kernel_size, stride if stride is not None else kernel_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lrn_max_pool2d(x, self.size, self.alpha, self.beta, self.k, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return (f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
 
 
 class ReLUDropout(torch.nn.Module):

@@ -527,6 +527,46 @@ def _pool_counts(direction, dtype, channels_last=False, with_index=True):
     return _counts(launches, kernel, shape, floor, scales=True)
 
 
+LRN_POOL_SHAPE = (1, 96, 55, 55)  # conv1's LRN + pool, one image: 27 x 27 out
+
+
+def _lrn_pool_counts(direction, dtype, channels_last=False):
+    """LRN + max pool 3x3/2 fused at LRN_POOL_SHAPE with the paper's constants; the NCHW kernels
+    with the benchmark's channel segments (forward 3, backward 1, as planned for [128, 96, 55,
+    55] on 132 SMs), so that a segment's re-read halo is as there; the backward from the
+    forward's index."""
+    dt = _dtype(dtype)
+    params = (5, 1e-4, 0.75, 2.0)
+    segments = 0 if channels_last else (3 if direction == "fwd" else 1)
+
+    def forward(m):
+        return m.forward(_tensor(LRN_POOL_SHAPE, dt, 0, channels_last), *params, True, False, segments)
+
+    if direction == "fwd":
+        launches = _launches("lrn_max_pool_emu", ("fwd", dtype, channels_last), forward)
+    else:
+        def backward(m):
+            y, index = forward(m)
+            m.backward(_tensor(tuple(y.shape), dt, 1, channels_last), index,
+                       _tensor(LRN_POOL_SHAPE, dt, 0, channels_last), *params, False, segments)
+
+        launches = _launches("lrn_max_pool_emu", ("bwd", dtype, channels_last), backward)
+    size = 4 if dtype == "fp32" else 2
+    N, C, H, W = LRN_POOL_SHAPE
+    nin, nout = N * C * H * W, N * C * 27 * 27
+    # forward: read x, write y and the index; backward: read x, the gradient and the index, write dx.
+    floor = size * (nin + nout) + nout if direction == "fwd" else 2 * size * nin + (size + 1) * nout
+    types = f"{'float' if dtype == 'fp32' else 'c10::BFloat16'}, float, int>"  # 32-bit index
+    if channels_last:
+        kernel = "lrn_max_pool_forward_nhwc<true, " + types if direction == "fwd" else \
+            "lrn_max_pool_backward_nhwc<" + types
+    else:
+        kernel = "lrn_max_pool_forward_nchw<true, true, " + types if direction == "fwd" else \
+            "lrn_max_pool_backward_nchw<true, " + types
+    shape = "x".join(map(str, LRN_POOL_SHAPE)) + " -> 27x27" + (" channels_last" if channels_last else "")
+    return _counts(launches, kernel, shape, floor, scales=True)
+
+
 # conv1 at 9 output rows of one image (495 pixels: 4 tiles of 128, the last 111 full): paper
 # [1, 3, 43, 227], 96 filters; torchvision [1, 3, 39, 224], 64 filters, padding 2.
 CONV_SHAPES = {96: ((1, 3, 43, 227), 0), 64: ((1, 3, 39, 224), 2)}
@@ -592,6 +632,10 @@ COUNT_RUNNERS = {
     "max_pool_bwd_3x3s2_fp32": lambda: _pool_counts("bwd", "fp32"),
     "max_pool_bwd_3x3s2_cl_fp32": lambda: _pool_counts("bwd", "fp32", channels_last=True),
     "max_pool_bwd_3x3s2_bf16": lambda: _pool_counts("bwd", "bf16"),
+    "lrn_max_pool_fwd_nchw_fp32": lambda: _lrn_pool_counts("fwd", "fp32"),
+    "lrn_max_pool_fwd_nchw_bf16": lambda: _lrn_pool_counts("fwd", "bf16"),
+    "lrn_max_pool_bwd_nchw_fp32": lambda: _lrn_pool_counts("bwd", "fp32"),
+    "lrn_max_pool_bwd_nchw_bf16": lambda: _lrn_pool_counts("bwd", "bf16"),
     "conv_fwd_rows_f32_torchvision": lambda: _conv_counts("fwd", "fp32", 64),
     "conv_fwd_rows_f32_paper": lambda: _conv_counts("fwd", "fp32", 96),
     "conv_fwd_rows_bf16_torchvision": lambda: _conv_counts("fwd", "bf16", 64),

@@ -95,9 +95,30 @@ inline LrnCoef<acc_t> lrn_coef(int64_t size, double alpha, double beta, double k
                         lrn_fast_powers(alpha_n, beta, k)};
 }
 
-// Channel q of a column, or 0 outside [0, C).
-template <typename acc_t, typename T, typename index_t>
-AK_HD acc_t lrn_load(gptr<const T> col, index_t sc, index_t C, index_t q) {
+// a * b + c with one rounding on the GPU, whatever the context. Written as `c + a * b`, whether
+// the GPU compiler fuses it depends on the other uses of the product: in a column walk each
+// input's square lies in SIZE consecutive windows, the compiler shares it between the steps of an
+// unrolled group, and then leaves some of those sums unfused (a separate FMUL and FADD), so the
+// rounding of a channel's window sum would depend on its place in the group, and two kernels
+// walking one column with different unrolling or segments would disagree in the last bit. The
+// host (no FMA instruction in the CPU build, nor under the emulator) rounds twice, as before.
+template <typename acc_t>
+AK_HD acc_t lrn_fma(acc_t a, acc_t b, acc_t c) {
+#ifdef __CUDA_ARCH__
+  if constexpr (std::is_same_v<acc_t, float>) {
+    return __fmaf_rn(a, b, c);
+  } else {
+    return __fma_rn(a, b, c);
+  }
+#else
+  return c + a * b;
+#endif
+}
+
+// Channel q of a column, or 0 outside [0, C). Col: a gptr, or any column whose operator[] takes
+// an offset (the fused LRN + max-pool backward passes one that gathers the pooled gradient).
+template <typename acc_t, typename Col, typename index_t>
+AK_HD acc_t lrn_load(Col col, index_t sc, index_t C, index_t q) {
   return (q >= 0 && q < C) ? static_cast<acc_t>(col[q * sc]) : acc_t(0);
 }
 
@@ -108,7 +129,7 @@ AK_HD acc_t lrn_window_sumsq(gptr<const T> col, index_t sc, index_t C, index_t c
   acc_t sum = 0;
   for (index_t q = lo; q <= hi; ++q) {
     const acc_t v = static_cast<acc_t>(col[q * sc]);
-    sum += v * v;
+    sum = lrn_fma(v, v, sum);
   }
   return sum;
 }
@@ -116,6 +137,17 @@ AK_HD acc_t lrn_window_sumsq(gptr<const T> col, index_t sc, index_t C, index_t c
 // ---------------------------------------------------------------------------------------------
 // One output element from its window (any size): the element path.
 // ---------------------------------------------------------------------------------------------
+
+// lrn_forward_at's value from the window's inputs w[i] = x[c - SIZE/2 + i], 0 outside [0, C),
+// for callers that hold them in registers (the fused LRN + max-pool kernels, channels_last): the
+// same sum (from 0, in channel order; a 0 * 0 term adds nothing) and the same power.
+template <int SIZE, typename acc_t>
+AK_HD acc_t lrn_element_value(const acc_t (&w)[SIZE], const LrnCoef<acc_t>& k) {
+  acc_t sum = 0;
+AK_UNROLL
+  for (int i = 0; i < SIZE; ++i) sum = lrn_fma(w[i], w[i], sum);
+  return w[SIZE / 2] * lrn_power(lrn_denominator(sum, k), k);
+}
 
 template <typename acc_t, typename T, typename index_t>
 AK_HD acc_t lrn_forward_at(gptr<const T> col, index_t sc, index_t C, index_t c, index_t size,
@@ -126,9 +158,10 @@ AK_HD acc_t lrn_forward_at(gptr<const T> col, index_t sc, index_t C, index_t c, 
 
 // dx[j]. SIZE > 0: the window size known at compile time (5 in AlexNet); the 2*SIZE-1 inputs
 // the element depends on are loaded once and the SIZE denominators computed from them (not
-// SIZE^2 loads). SIZE == 0: any size, at run time.
-template <int SIZE, typename acc_t, typename T, typename index_t>
-AK_HD acc_t lrn_backward_at(gptr<const T> xcol, index_t xsc, gptr<const T> gcol, index_t gsc, index_t C, index_t j,
+// SIZE^2 loads). SIZE == 0: any size, at run time. GCol: the gradient's column, a gptr or any
+// column whose operator[] takes an offset (as lrn_load's Col).
+template <int SIZE, typename acc_t, typename T, typename index_t, typename GCol = gptr<const T>>
+AK_HD acc_t lrn_backward_at(gptr<const T> xcol, index_t xsc, GCol gcol, index_t gsc, index_t C, index_t j,
                             index_t size, const LrnCoef<acc_t>& k) {
   acc_t acc = 0, dp_j = 0;
   if constexpr (SIZE > 0) {
@@ -175,6 +208,18 @@ AK_UNROLL
 
 constexpr int kLrnUnroll = 8;
 
+// One step's output from its window w[i] = x[c - SIZE/2 + i] (0 outside [0, C)). The column
+// walks below store it; the fused LRN + max-pool kernels (csrc/lrn_max_pool.h) pool it, which is
+// why their LRN values are this function's, bit for bit (lrn_fma: the same roundings wherever a
+// channel falls in a walk's unrolled groups).
+template <int SIZE, bool kFast, typename acc_t>
+AK_HD acc_t lrn_window_value(const acc_t (&w)[SIZE], const LrnCoef<acc_t>& k) {
+  acc_t sum = w[0] * w[0];
+AK_UNROLL
+  for (int i = 1; i < SIZE; ++i) sum = lrn_fma(w[i], w[i], sum);
+  return w[SIZE / 2] * lrn_power<kFast>(lrn_denominator(sum, k), k);
+}
+
 template <int SIZE, bool kFast, typename acc_t, typename T, typename index_t>
 AK_HD void lrn_forward_column(gptr<const T> x, index_t xsc, gptr<T> y, index_t ysc, index_t C, index_t c0,
                               index_t c1, const LrnCoef<acc_t>& k) {
@@ -186,10 +231,7 @@ AK_UNROLL
   index_t xo = (c0 + POST) * xsc, yo = c0 * ysc;  // the next load of x, the next store of y
   auto step = [&](acc_t xn) {
     w[SIZE - 1] = xn;
-    acc_t sum = w[0] * w[0];
-AK_UNROLL
-    for (int i = 1; i < SIZE; ++i) sum += w[i] * w[i];
-    y[yo] = static_cast<T>(w[PRE] * lrn_power<kFast>(lrn_denominator(sum, k), k));
+    y[yo] = static_cast<T>(lrn_window_value<SIZE, kFast>(w, k));
     yo += ysc;
 AK_UNROLL
     for (int i = 0; i + 1 < SIZE; ++i) w[i] = w[i + 1];
@@ -225,8 +267,9 @@ AK_UNROLL
 // (loading x[j + SIZE-1] and g[j + PRE]), then dx[j]. Registers at step j:
 //   xr[i] = x[j + i] (i < SIZE-1), tr[i] = t[j - POST + i] (i < SIZE-1),
 //   gr[i] = g[j + i], dr[i] = d[j + i]^(-beta) (i < PRE).
-template <int SIZE, bool kFast, typename acc_t, typename T, typename index_t>
-AK_HD void lrn_backward_column(gptr<const T> x, index_t xsc, gptr<const T> g, index_t gsc, gptr<T> dx, index_t dsc,
+// GCol: g's column, a gptr or any column whose operator[] takes an offset (as lrn_load's Col).
+template <int SIZE, bool kFast, typename acc_t, typename T, typename index_t, typename GCol = gptr<const T>>
+AK_HD void lrn_backward_column(gptr<const T> x, index_t xsc, GCol g, index_t gsc, gptr<T> dx, index_t dsc,
                                index_t C, index_t c0, index_t c1, const LrnCoef<acc_t>& k) {
   constexpr int PRE = SIZE / 2, POST = (SIZE - 1) / 2, R = SIZE - 1;
   constexpr int PR = PRE > 0 ? PRE : 1;  // (arrays of PRE entries; unused when PRE is 0)

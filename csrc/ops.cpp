@@ -26,6 +26,14 @@ TORCH_LIBRARY(alexnet_kernels, m) {
       "max_pool2d_backward(Tensor grad, Tensor? index, Tensor? x, SymInt[4] input_size, "
       "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, "
       "bool channels_last) -> Tensor");
+  // LRN (size 5) followed by a 3x3/2 max pool in one pass; index as max_pool2d's (empty unless
+  // with_index). Backward reads the pooled gradient, the index and x.
+  m.def(
+      "lrn_max_pool2d(Tensor x, int size, float alpha, float beta, float k, int[2] kernel_size, int[2] stride, "
+      "bool with_index) -> (Tensor, Tensor)");
+  m.def(
+      "lrn_max_pool2d_backward(Tensor grad, Tensor index, Tensor x, int size, float alpha, float beta, float k, "
+      "int[2] kernel_size, int[2] stride) -> Tensor");
   // Direct convolution, groups 1 and dilation 1, with an optional fused ReLU after the bias.
   m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, bool relu) -> Tensor");
   // Gradients of (input, weight, bias), each an empty tensor unless output_mask asks for it;

@@ -29,7 +29,7 @@ BACKENDS = {
         conv1_relu=lambda **conv: (ak_nn.Conv2d(**conv, relu=True), nn.Identity()),
         relu=ak_nn.ReLU,
         relu_dropout=lambda p: (ak_nn.ReLUDropout(p), nn.Identity()),
-        lrn_max_pool=lambda: (ak_nn.LocalResponseNorm(**LRN), ak_nn.MaxPool2d(3, 2)),
+        lrn_max_pool=lambda: (ak_nn.LocalResponseNormMaxPool2d(**LRN, kernel_size=3, stride=2), nn.Identity()),
         max_pool=lambda: ak_nn.MaxPool2d(3, 2),
     ),
 }
