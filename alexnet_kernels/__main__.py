@@ -9,10 +9,11 @@ def main():
     width = max(map(len, info))
     for key, value in info.items():
         print(f"{key:<{width}}  {value}")
-    print("\nop            CPU   CUDA")
+    w = max(map(len, ops))
+    print(f"\n{'op':<{w}}  CPU   CUDA")
     for name, devs in ops.items():
-        print(f"{name:<12}  {'yes' if devs['cpu'] else 'no':<5} {'yes' if devs['cuda'] else 'no'}")
-    print(f"Triton ops:   {', '.join(triton_ops)}")
+        print(f"{name:<{w}}  {'yes' if devs['cpu'] else 'no':<5} {'yes' if devs['cuda'] else 'no'}")
+    print(f"{'Triton ops:':<{w}}  {', '.join(triton_ops)}")
 
 
 if __name__ == "__main__":

@@ -179,11 +179,13 @@ def xl_format(t):
 
 # The CPU kernels' GEMM path at conv1's shapes: a batch of at least as many images as threads (one
 # image per task, single-threaded GEMMs), a single image (the GEMM's own threads); each image in
-# slices of 1444 pixels (2^19 im2col elements / 363 taps), the last one partial.
+# slices of 1444 pixels (2^19 im2col elements / 363 taps), the last one partial; and the default
+# CPU run's 64x64 images (225 output pixels), six to a GEMM, the last group partial.
 CPU_GEMM_CASES = [
     ((4, 3, 227, 227), 96, 11, 4, 0),
     ((1, 3, 224, 224), 64, 11, 4, 2),
     ((2, 3, 320, 320), 8, 11, 4, 1),
+    ((13, 3, 64, 64), 64, 11, 4, 2),
 ]
 
 
@@ -209,6 +211,26 @@ def test_cpu_gemm_conv1_shapes(case, threads):
             assert rel_err(got, want) < TOL[torch.float32]
     finally:
         torch.set_num_threads(saved)
+
+
+def test_cpu_grouped_images_layouts():
+    """Several small images to one GEMM (the default CPU run's 64x64), in every input layout, with
+    a gradient that is not contiguous: each image's outputs and gradients land in its own place."""
+    case = CPU_GEMM_CASES[-1]
+    x, w, b = make(case, "cpu")
+    x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
+    ref = reference(x64, w64, b64, case, True)
+    g = torch.randn(ref.shape[::-1], generator=torch.Generator().manual_seed(1)).permute(3, 2, 1, 0)
+    ref.backward(g.double())
+    for name, xl in layouts(x):
+        xl = xl.detach().requires_grad_()
+        wl, bl = w.clone().requires_grad_(), b.clone().requires_grad_()
+        poison("cpu")
+        y = ak.conv2d(xl, wl, bl, case[3], case[4], relu=True)
+        assert rel_err(y, ref) < TOL[torch.float32], name
+        y.backward(g)
+        for got, want in ((xl.grad, x64.grad), (wl.grad, w64.grad), (bl.grad, b64.grad)):
+            assert rel_err(got, want) < TOL[torch.float32], name
 
 
 def test_cpu_non_finite():

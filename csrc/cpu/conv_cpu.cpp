@@ -1,15 +1,17 @@
 // CPU kernels of alexnet_kernels::conv2d and conv2d_backward: im2col packing into GEMMs (at::mm,
 // which is MKL's sgemm / dgemm in torch's CPU builds).
 //
-//   forward:        y_n[K, P]  = W[K, Q] . cols_n[P, Q]^T   (+ bias, ReLU on the block just written)
-//   weight grad:    dW[K, Q]  += G_n[K, P] . cols_n[P, Q]    (per image in the GEMM, summed in fp64)
-//   input grad:     dcols[P, Q] = G_n[K, P]^T . W[K, Q], then col2im adds it into dx_n
-// P = the output pixels of one image (or a slice of them, so that cols stays within a few MB),
-// Q = C * R * S taps in (c, r, s) order, G = grad masked by y > 0 with relu. cols_n is packed
+//   forward:        y[K, P]  = W[K, Q] . cols[P, Q]^T   (+ bias, ReLU on the block just written)
+//   weight grad:    dW[K, Q] += G[K, P] . cols[P, Q]    (per work item in the GEMM, summed in fp64)
+//   input grad:     dcols[P, Q] = G[K, P]^T . W[K, Q], then col2im adds it into dx
+// P = the columns of one GEMM: a slice of one image's output pixels, or several whole small
+// images (so that cols stays within a few MB and the GEMMs are not too small to run at speed),
+// Q = C * R * S taps in (c, r, s) order, G = grad masked by y > 0 with relu. cols is packed
 // pixel-major: for each pixel and (c, r), the S taps are one contiguous run of an input row
-// (a copy, no gather), and the GEMM reads it transposed. Images are spread over threads, each
-// running single-threaded GEMMs (MKL does not nest inside an OpenMP parallel region); with fewer
-// images than threads, one image at a time with the GEMM's own threads.
+// (a copy, no gather), and the GEMM reads it transposed. Work items (an image, or a group of
+// images) are spread over threads, each running single-threaded GEMMs (MKL does not nest inside
+// an OpenMP parallel region); with fewer items than threads, one at a time with the GEMM's own
+// threads.
 //
 // fp16 / bf16 compute in fp32 (as the reference: fp32 accumulation, one rounding at the end).
 // The direct kernels of conv.h are not used here; they stay the CUDA fallback and the oracle.
@@ -113,68 +115,130 @@ void col2im_add(const T* dcols, const ConvGeom& g, int64_t n, int64_t p0, int64_
   }
 }
 
-// Pixels per GEMM: slices of an image whose cols hold at most 2^19 elements (2 MB in fp32: conv1's
-// 363 taps x 1444 pixels), so that the packed slice is still in cache when the GEMM reads it.
-// (Measured on the 2-core development machine: 2^18 and 2^19 alike, 2^21 -- a whole conv1 image
-// -- up to 1.4x slower.)
-int64_t pixel_slice(const ConvGeom& g) {
+// Pixels per GEMM: at most 2^19 elements of cols (2 MB in fp32: conv1's 363 taps x 1444
+// pixels), so that the packed columns are still in cache when the GEMM reads them. (Measured on
+// the 2-core development machine: 2^18 and 2^19 alike, 2^21 -- a whole conv1 image -- up to 1.4x
+// slower.) A large image is cut into slices of that many pixels; images smaller than that go
+// several to a GEMM (the default CPU run's 64x64 images have 225 output pixels each; a GEMM of
+// 64 x 363 x 225 runs MKL's sgemm at about 45 GFLOP/s on one core of the development machine,
+// one of 64 x 363 x 1350 at about 67; the forward at [128, 3, 64, 64] gains about 7%).
+struct Work {
+  int64_t P;       // pixels per slice of one image
+  int64_t images;  // whole images per GEMM (1: one image, in slices of P)
+  int64_t items;   // work items: groups of `images` images
+};
+
+Work plan_work(const ConvGeom& g) {
   const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW;
-  return std::max<int64_t>(1, std::min<int64_t>(pix, (int64_t(1) << 19) / Q));
+  const int64_t P = std::max<int64_t>(1, std::min<int64_t>(pix, (int64_t(1) << 19) / Q));
+  int64_t images = 1;
+  if (pix < P) {
+    // Keep at least one item per thread, so that the images still spread over the threads.
+    const int64_t threads = at::get_num_threads();
+    images = std::max<int64_t>(1, std::min<int64_t>(P / pix, (g.N + threads - 1) / threads));
+  }
+  return {P, images, (g.N + images - 1) / images};
 }
 
-// Runs body(n, thread-local scratch) for every image: spread over threads when there are at
-// least as many images as threads (single-threaded GEMMs), else one at a time.
+// One GEMM's columns: pixels [p0, p0 + pc) of image n, for each segment, concatenated.
+struct Segment {
+  int64_t n, p0, pc;
+};
+
+// The GEMMs of work item `item`, each as its segments: one GEMM over the item's whole images, or
+// one per slice of its single image.
+std::vector<std::vector<Segment>> item_gemms(const Work& wk, const ConvGeom& g, int64_t item) {
+  const int64_t pix = g.OH * g.OW;
+  std::vector<std::vector<Segment>> gemms;
+  if (wk.images > 1) {
+    std::vector<Segment> segs;
+    for (int64_t n = item * wk.images; n < std::min(g.N, (item + 1) * wk.images); ++n) segs.push_back({n, 0, pix});
+    gemms.push_back(std::move(segs));
+  } else {
+    for (int64_t p0 = 0; p0 < pix; p0 += wk.P) gemms.push_back({{item, p0, std::min(wk.P, pix - p0)}});
+  }
+  return gemms;
+}
+
+int64_t columns(const std::vector<Segment>& segs) {
+  int64_t m = 0;
+  for (const Segment& s : segs) m += s.pc;
+  return m;
+}
+
+// Runs body(item) for every work item: spread over threads when there are at least as many items
+// as threads (single-threaded GEMMs), else one at a time.
 template <typename Body>
-void for_each_image(int64_t N, const Body& body) {
-  if (N >= at::get_num_threads() && N > 1) {
-    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) body(n);
+void for_each_item(int64_t items, const Body& body) {
+  if (items >= at::get_num_threads() && items > 1) {
+    at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) body(i);
     });
   } else {
-    for (int64_t n = 0; n < N; ++n) body(n);
+    for (int64_t i = 0; i < items; ++i) body(i);
+  }
+}
+
+// dst[i] = relu(src[i] + bias) for i < n (NaN passes, as torch.relu); dst may be src.
+template <typename T>
+inline void bias_relu(T* dst, const T* src, T bias, bool relu, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = src[i] + bias;
+    dst[i] = relu && v < T(0) ? T(0) : v;
   }
 }
 
 template <typename T>
 void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, const ConvGeom& g,
                   bool relu, at::Tensor& y) {
-  const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW, P = pixel_slice(g);
+  const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW;
+  const Work wk = plan_work(g);
   const at::Tensor w2 = w.contiguous().view({g.K, Q});
   const at::Tensor bias = b.has_value() ? b->contiguous() : at::Tensor();
   const T* bp = b.has_value() ? bias.const_data_ptr<T>() : nullptr;
   const T* xp = x.const_data_ptr<T>();
   const Strides4 xs = strides4(x);
   const bool cl = conv_channels_last(y);
-  for_each_image(g.N, [&](int64_t n) {
-    at::Tensor cols = at::empty({P, Q}, x.options().memory_format(at::MemoryFormat::Contiguous));
-    // y[n] as [K, pix] (NCHW) or [pix, K] (channels_last), both dense.
-    const at::Tensor yn = cl ? y.select(0, n).permute({1, 2, 0}).view({pix, g.K}) : y.select(0, n).view({g.K, pix});
-    for (int64_t p0 = 0; p0 < pix; p0 += P) {
-      const int64_t pc = std::min(P, pix - p0);
-      im2col(xp, xs, g, n, p0, pc, cols.mutable_data_ptr<T>());
-      const at::Tensor cv = cols.narrow(0, 0, pc);
+  // y as [N * pix, K] (channels_last) or [N, K, pix] (NCHW), both dense.
+  const at::Tensor yv = cl ? y.permute({0, 2, 3, 1}).view({g.N * pix, g.K}) : y.view({g.N, g.K, pix});
+  T* const y0 = y.mutable_data_ptr<T>();
+  for_each_item(wk.items, [&](int64_t item) {
+    at::Tensor cols = at::empty({wk.images * wk.P, Q}, x.options().memory_format(at::MemoryFormat::Contiguous));
+    for (const std::vector<Segment>& segs : item_gemms(wk, g, item)) {
+      const int64_t m = columns(segs);
+      T* cp = cols.mutable_data_ptr<T>();
+      for (const Segment& s : segs) {
+        im2col(xp, xs, g, s.n, s.p0, s.pc, cp);
+        cp += s.pc * Q;
+      }
+      const at::Tensor cv = cols.narrow(0, 0, m);
+      const Segment& s0 = segs.front();
       if (cl) {
-        at::Tensor out = yn.narrow(0, p0, pc);  // [pc, K]
+        // The segments are consecutive pixels of y: one dense [m, K] block.
+        at::Tensor out = yv.narrow(0, s0.n * pix + s0.p0, m);
         at::mm_out(out, cv, w2.t());
         T* o = out.mutable_data_ptr<T>();
-        for (int64_t i = 0; i < pc; ++i) {
+        for (int64_t i = 0; i < m; ++i) {
           T* row = o + i * g.K;
           for (int64_t k = 0; k < g.K; ++k) {
             const T v = bp ? row[k] + bp[k] : row[k];
             row[k] = relu && v < T(0) ? T(0) : v;  // NaN passes, as torch.relu
           }
         }
-      } else {
-        at::Tensor out = yn.narrow(1, p0, pc);  // [K, pc], rows pix apart
+      } else if (segs.size() == 1) {
+        at::Tensor out = yv.select(0, s0.n).narrow(1, s0.p0, s0.pc);  // [K, pc], rows pix apart
         at::mm_out(out, w2, cv.t());
         T* o = out.mutable_data_ptr<T>();
-        for (int64_t k = 0; k < g.K; ++k) {
-          T* row = o + k * pix;
-          const T bk = bp ? bp[k] : T(0);
-          for (int64_t i = 0; i < pc; ++i) {
-            const T v = row[i] + bk;
-            row[i] = relu && v < T(0) ? T(0) : v;
-          }
+        for (int64_t k = 0; k < g.K; ++k) bias_relu(o + k * pix, o + k * pix, bp ? bp[k] : T(0), relu, s0.pc);
+      } else {
+        // [K, m] with each image's pixels one run of a row: copied to y's planes with bias and ReLU.
+        const at::Tensor out = at::mm(w2, cv.t());
+        const T* o = out.const_data_ptr<T>();
+        int64_t c0 = 0;
+        for (const Segment& s : segs) {
+          for (int64_t k = 0; k < g.K; ++k)
+            bias_relu(y0 + (s.n * g.K + k) * pix + s.p0, o + k * m + c0, bp ? bp[k] : T(0), relu, s.pc);
+          c0 += s.pc;
         }
       }
     }
@@ -226,7 +290,9 @@ template <typename T>
 void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w, const at::Tensor& y,
                    const ConvGeom& g, bool relu, std::array<bool, 3> mask, at::Tensor& dx, at::Tensor& dw,
                    at::Tensor& db) {
-  const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW, P = pixel_slice(g);
+  const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW;
+  const Work wk = plan_work(g);
+  const int64_t M = wk.images * wk.P;  // columns of the largest GEMM
   const at::Tensor w2 = w.contiguous().view({g.K, Q});
   const T* xp = x.const_data_ptr<T>();
   const T* gp = grad.const_data_ptr<T>();
@@ -235,62 +301,79 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
   // A dense plane (NCHW) makes each channel's pixels one run of g (and y).
   const bool g_run = gs.w == 1 && gs.h == g.OW && (!relu || (ys.w == 1 && ys.h == g.OW));
   if (mask[0]) dx.zero_();
-  // fp64 accumulators of dW and db, one per thread: each image's GEMMs sum its pixels in T, the
-  // images are summed here (the long reduction of conv1's weight gradient).
+  // fp64 accumulators of dW and db, one per thread: each work item's GEMMs sum its pixels in T
+  // (at most one image, or P pixels of several), the items are summed here (the long reduction
+  // of conv1's weight gradient).
   const int threads = at::get_num_threads();
   std::vector<std::vector<double>> acc_w(mask[1] ? threads : 0), acc_b(mask[2] ? threads : 0);
   auto opts = x.options().memory_format(at::MemoryFormat::Contiguous);
-  for_each_image(g.N, [&](int64_t n) {
+  for_each_item(wk.items, [&](int64_t item) {
     const int t = at::get_thread_num();
-    at::Tensor gm = at::empty({g.K, P}, opts), cols, part, dcols;
+    at::Tensor gm = at::empty({g.K, M}, opts), cols, part, dcols;
     if (mask[1]) {
-      cols = at::empty({P, Q}, opts);
+      cols = at::empty({M, Q}, opts);
       part = at::empty({g.K, Q}, opts);
       if (acc_w[t].empty()) acc_w[t].assign(g.K * Q, 0.0);
     }
     if (mask[2] && acc_b[t].empty()) acc_b[t].assign(g.K, 0.0);
-    if (mask[0]) dcols = at::empty({P, Q}, opts);
-    for (int64_t p0 = 0; p0 < pix; p0 += P) {
-      const int64_t pc = std::min(P, pix - p0);
-      // G_n[k, i]: the gradient reaching the pre-activation, and its row sums (db).
+    if (mask[0]) dcols = at::empty({M, Q}, opts);
+    bool first = true;
+    for (const std::vector<Segment>& segs : item_gemms(wk, g, item)) {
+      const int64_t m = columns(segs);
+      const Segment& s0 = segs.front();
+      // G[k, i]: the gradient reaching the pre-activation, and its row sums (db).
       T* gmp = gm.mutable_data_ptr<T>();
       at::Tensor gv;
-      if (g_run && !relu && !mask[2]) {
-        gv = grad.select(0, n).view({g.K, pix}).narrow(1, p0, pc);  // g itself, rows pix apart
+      if (segs.size() == 1 && g_run && !relu && !mask[2]) {
+        gv = grad.select(0, s0.n).view({g.K, pix}).narrow(1, s0.p0, s0.pc);  // g itself, rows pix apart
       } else {
-        for (int64_t k = 0; k < g.K; ++k) {
-          T* row = gmp + k * pc;
-          double sum;
-          if (g_run) {
-            sum = masked_copy_sum(row, gp + n * gs.n + k * gs.c + p0, relu ? yp + n * ys.n + k * ys.c + p0 : nullptr, pc);
-          } else {
-            sum = 0;
-            int64_t oh = p0 / g.OW, ow = p0 % g.OW;
-            for (int64_t i = 0; i < pc; ++i) {
-              const T v = gp[gs.at(n, k, oh, ow)];
-              row[i] = relu && yp[ys.at(n, k, oh, ow)] <= T(0) ? T(0) : v;
-              sum += static_cast<double>(row[i]);
-              if (++ow == g.OW) {
-                ow = 0;
-                ++oh;
+        int64_t c0 = 0;
+        for (const Segment& s : segs) {
+          for (int64_t k = 0; k < g.K; ++k) {
+            T* row = gmp + k * m + c0;
+            double sum;
+            if (g_run) {
+              sum = masked_copy_sum(row, gp + s.n * gs.n + k * gs.c + s.p0,
+                                    relu ? yp + s.n * ys.n + k * ys.c + s.p0 : nullptr, s.pc);
+            } else {
+              sum = 0;
+              int64_t oh = s.p0 / g.OW, ow = s.p0 % g.OW;
+              for (int64_t i = 0; i < s.pc; ++i) {
+                const T v = gp[gs.at(s.n, k, oh, ow)];
+                row[i] = relu && yp[ys.at(s.n, k, oh, ow)] <= T(0) ? T(0) : v;
+                sum += static_cast<double>(row[i]);
+                if (++ow == g.OW) {
+                  ow = 0;
+                  ++oh;
+                }
               }
             }
+            if (mask[2]) acc_b[t][k] += sum;
           }
-          if (mask[2]) acc_b[t][k] += sum;
+          c0 += s.pc;
         }
-        gv = gm.view({-1}).narrow(0, 0, g.K * pc).view({g.K, pc});
+        gv = gm.view({-1}).narrow(0, 0, g.K * m).view({g.K, m});
       }
       if (mask[1]) {
-        im2col(xp, xs, g, n, p0, pc, cols.mutable_data_ptr<T>());
-        // The image's slices summed in the GEMM (beta = 1 after the first).
-        if (p0 == 0) at::mm_out(part, gv, cols.narrow(0, 0, pc));
-        else part.addmm_(gv, cols.narrow(0, 0, pc));
+        T* cp = cols.mutable_data_ptr<T>();
+        for (const Segment& s : segs) {
+          im2col(xp, xs, g, s.n, s.p0, s.pc, cp);
+          cp += s.pc * Q;
+        }
+        // The item's GEMMs summed in the GEMM (beta = 1 after the first).
+        if (first) at::mm_out(part, gv, cols.narrow(0, 0, m));
+        else part.addmm_(gv, cols.narrow(0, 0, m));
       }
       if (mask[0]) {
-        at::Tensor dv = dcols.narrow(0, 0, pc);
+        at::Tensor dv = dcols.narrow(0, 0, m);
         at::mm_out(dv, gv.t(), w2);
-        col2im_add(dv.const_data_ptr<T>(), g, n, p0, pc, dx.mutable_data_ptr<T>(), strides4(dx));
+        const T* dp = dv.const_data_ptr<T>();
+        for (const Segment& s : segs) {
+          col2im_add(dp, g, s.n, s.p0, s.pc, dx.mutable_data_ptr<T>(), strides4(dx));
+          dp += s.pc * Q;
+        }
       }
+      first = false;
     }
     if (mask[1]) {
       const T* pp = part.const_data_ptr<T>();
