@@ -210,6 +210,7 @@ def test_bad_arguments(tmp_path, run_error, tiny):
     run_error(tiny("--init", "caffe"), "--init: only the paper variant")
     run_error(tiny("--momentum", "-1"), "--momentum must not be negative")
     run_error(tiny("--save", "sometimes"), "argument --save: invalid choice")
+    run_error(tiny("--clip-grad", "-1"), "--clip-grad must not be negative")
 
 
 def test_cli_error_is_one_line(tmp_path, repo):
@@ -269,6 +270,28 @@ def test_two_devices_select_the_paper_net():
             ("torchvision", 64, 6, 2560, 128)
     args = config.parse_args(["--data", "somewhere", "--devices", "cpu"])
     assert (args.variant, args.init, args.epochs, args.batch_size) == ("paper", "paper", 90, 128)  # the paper's own
+    assert args.clip_grad is None  # the paper's recipe does not clip; the generated set's runs do
+    assert config.parse_args(["--devices", "cpu", "cpu"]).clip_grad == config.GENERATED_CLIP
+    assert config.parse_args(["--clip-grad", "0"]).clip_grad == 0
+
+
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_train_step_clips_the_gradient_norm(clip):
+    """With plain SGD at lr 1 a step moves the parameters by minus the gradient: by its whole norm
+    without clipping, by exactly the clip norm with it (the gradient here is far larger)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.ReLU(), torch.nn.Linear(30, 5))
+    images, labels = torch.randn(16, 20) * 50, torch.randint(0, 5, (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.cross_entropy(model(images), labels)
+    model.zero_grad()
+    loss.backward()
+    full = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    assert full > 5
+    measure.train_step(model, images, labels, opt, torch.amp.GradScaler("cpu", enabled=False), "fp32", clip)
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)]).norm().item()
+    assert moved == pytest.approx(full if clip is None else clip, rel=1e-4)
 
 
 @pytest.mark.parametrize("gpus, devices", [(1, ["cuda:0"]), (2, ["cuda:0", "cuda:1"])])

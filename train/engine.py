@@ -189,7 +189,8 @@ def train_epoch(trainer: Trainer, loader, runlog, stop: StopRequest) -> bool:
             p.step += 1
             if images is not None:
                 images, labels = to_device(images, labels, args)
-                loss = train_step(trainer.model, images, labels, trainer.optimizer, trainer.scaler, args.precision)
+                loss = train_step(trainer.model, images, labels, trainer.optimizer, trainer.scaler, args.precision,
+                                  args.clip_grad)
                 window.add(p.step, loss, trainer.lr, len(labels))
             bar.update()
             if args.distributed:  # the ranks agree on stopping, at the same steps

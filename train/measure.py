@@ -8,13 +8,18 @@ import torch.nn.functional as F
 from .precision import autocast, grad_scaler, set_float32_arithmetic
 
 
-def train_step(model, images, labels, optimizer, scaler, precision: str) -> torch.Tensor:
+def train_step(model, images, labels, optimizer, scaler, precision: str, clip_grad: float | None = None
+               ) -> torch.Tensor:
     """Forward, cross-entropy loss, backward and optimizer step; returns the loss (not synced).
-    ``labels`` must be on the device of the model's output."""
+    ``labels`` must be on the device of the model's output. With ``clip_grad``, the gradient's
+    total norm (over all parameters, on every device) is clipped to it before the step."""
     with autocast(precision, images.device.type):
         loss = F.cross_entropy(model(images), labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
     scaler.step(optimizer)
     scaler.update()
     return loss.detach()

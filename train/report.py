@@ -71,7 +71,8 @@ def describe(args, classes) -> str:
             f"data: {source}\n"
             f"recipe (defaults: {RECIPES[args.recipe]['label']}): {plural(args.epochs, 'epoch')}, batch "
             f"{args.batch_size}, SGD lr {args.lr:g} momentum {args.momentum:g} weight decay {args.weight_decay:g}"
-            f", lr x{args.lr_factor:g} after {plural(args.lr_patience, 'epoch')} without improvement\n"
+            f", lr x{args.lr_factor:g} after {plural(args.lr_patience, 'epoch')} without improvement"
+            f"{f', gradient norm clipped to {args.clip_grad:g}' if args.clip_grad else ''}\n"
             f"run directory {args.out}")
 
 
