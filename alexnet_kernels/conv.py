@@ -3,8 +3,9 @@ entry point, the fake kernels and autograd.
 
 Kernels (docs/conv.md has their tilings, costs and measurements):
 
-* CPU (csrc/cpu/conv_cpu.cpp): im2col packing into GEMMs (at::mm) for the forward, the weight
-  and bias gradients and the input gradient, images spread over threads; fp16 / bf16 in fp32.
+* CPU (csrc/cpu/conv_cpu.cpp): im2col packing into GEMMs (oneDNN's inner product for fp32,
+  at::mm otherwise) for the forward, the weight and bias gradients and the input gradient,
+  images spread over threads; fp16 / bf16 in fp32.
 * CUDA (csrc/cuda/conv_cuda.cu), fp32 / bf16 / fp16 with C*R*S <= 1024 taps: implicit GEMMs
   (csrc/cuda/conv_igemm*.cuh), fp32 on the FP32 pipes (never TF32), bf16 / fp16 on the tensor
   cores; conv1's shapes take kernels that stage input rows in shared memory. The weight and bias

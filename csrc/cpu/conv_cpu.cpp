@@ -121,9 +121,9 @@ void col2im_add(const T* dcols, const ConvGeom& g, int64_t n, int64_t p0, int64_
 // pixels), so that the packed columns are still in cache when the GEMM reads them. (Measured on
 // the 2-core development machine: 2^18 and 2^19 alike, 2^21 -- a whole conv1 image -- up to 1.4x
 // slower.) A large image is cut into slices of that many pixels; images smaller than that go
-// several to a GEMM (the default CPU run's 64x64 images have 225 output pixels each; a GEMM of
-// 64 x 363 x 225 runs MKL's sgemm at about 45 GFLOP/s on one core of the development machine,
-// one of 64 x 363 x 1350 at about 67; the forward at [128, 3, 64, 64] gains about 7%).
+// several to a GEMM (the default CPU run's 64x64 images have 225 output pixels each; on one core
+// of the development machine a GEMM of 64 x 363 x 225 runs at about two thirds of the speed of
+// one of 64 x 363 x 1350).
 struct Work {
   int64_t P;       // pixels per slice of one image
   int64_t images;  // whole images per GEMM (1: one image, in slices of P)
