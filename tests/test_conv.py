@@ -233,17 +233,20 @@ def test_cpu_grouped_images_layouts():
             assert rel_err(got, want) < TOL[torch.float32], name
 
 
-def test_cpu_non_finite():
-    """inf and NaN in x reach exactly the outputs whose window holds them (the GEMM path)."""
+@pytest.mark.parametrize("relu", [False, True])
+def test_cpu_non_finite(relu):
+    """inf and NaN in x reach exactly the outputs whose window holds them (the GEMM path), in both
+    output layouts; the fused ReLU keeps NaN, as torch.relu does."""
     case = CASES[1]
     x, w, b = make(case, "cpu")
     x[0, 1, 100, 37] = float("inf")
     x[1, 0, 5, 200] = float("nan")
-    ref = reference(x, w, b, case, False)
-    y = ak.conv2d(x, w, b, case[3], case[4]).double()
-    assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf())
-    fin = ref.isfinite()
-    assert rel_err(y[fin], ref[fin]) < TOL[torch.float32]
+    ref = reference(x, w, b, case, relu)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        y = ak.conv2d(x.contiguous(memory_format=fmt), w, b, case[3], case[4], relu=relu).double()
+        assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf()), fmt
+        fin = ref.isfinite()
+        assert rel_err(y[fin], ref[fin]) < TOL[torch.float32], fmt
 
 
 @pytest.mark.parametrize("case", CASES[2:], ids=ids)

@@ -194,7 +194,8 @@ inline void bias_relu(T* dst, const T* src, T bias, bool relu, int64_t n) {
 // fp32 goes through oneDNN's inner product (the op mkldnn::_linear_pointwise, which PyTorch's CPU
 // build registers for its own fused linear layers): on the development machine (AVX-512) it runs
 // these GEMMs at 92-106 GFLOP/s per core, MKL's sgemm (at::mm) at 72-90. Other dtypes, and builds
-// without oneDNN, take at::mm. Inside at::parallel_for either runs single-threaded.
+// without oneDNN, take at::mm. Inside at::parallel_for either runs single-threaded. (The callers
+// pass relu = false: oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it.)
 at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& bias, bool relu) {
   static const c10::optional<c10::OperatorHandle> onednn = [] {
     auto op = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
@@ -240,10 +241,17 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<
       }
       const at::Tensor cv = cols.narrow(0, 0, m);
       if (cl) {
-        // The segments are consecutive pixels of y: one dense [m, K] block, bias and ReLU fused.
+        // The segments are consecutive pixels of y: one dense [m, K] block, the bias added in the
+        // GEMM. The ReLU is ours, as the block is copied: oneDNN's turns NaN into 0.
         const Segment& s0 = segs.front();
-        const at::Tensor out = gemm_nt(cv, w2, b.has_value() ? c10::optional<at::Tensor>(bias) : c10::nullopt, relu);
-        std::memcpy(y0 + (s0.n * pix + s0.p0) * g.K, out.const_data_ptr<T>(), m * g.K * sizeof(T));
+        const at::Tensor out = gemm_nt(cv, w2, b.has_value() ? c10::optional<at::Tensor>(bias) : c10::nullopt, false);
+        const T* o = out.const_data_ptr<T>();
+        T* dst = y0 + (s0.n * pix + s0.p0) * g.K;
+        if (relu) {
+          for (int64_t i = 0; i < m * g.K; ++i) dst[i] = o[i] < T(0) ? T(0) : o[i];  // NaN passes, as torch.relu
+        } else {
+          std::memcpy(dst, o, m * g.K * sizeof(T));
+        }
       } else {
         // [K, m], each segment's pixels one run of a row: copied to y's planes with bias and ReLU.
         const at::Tensor out = gemm_nt(w2, cv, c10::nullopt, false);
