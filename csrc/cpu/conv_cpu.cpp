@@ -190,13 +190,13 @@ inline void bias_relu(T* dst, const T* src, T bias, bool relu, int64_t n) {
   }
 }
 
-// a . b^T (+ bias along the columns, then ReLU when asked), as a new dense [a rows, b rows] tensor.
+// a . b^T (+ bias along the columns), as a new dense [a rows, b rows] tensor.
 // fp32 goes through oneDNN's inner product (the op mkldnn::_linear_pointwise, which PyTorch's CPU
 // build registers for its own fused linear layers): on the development machine (AVX-512) it runs
 // these GEMMs at 92-106 GFLOP/s per core, MKL's sgemm (at::mm) at 72-90. Other dtypes, and builds
-// without oneDNN, take at::mm. Inside at::parallel_for either runs single-threaded. (The callers
-// pass relu = false: oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it.)
-at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& bias, bool relu) {
+// without oneDNN, take at::mm. Inside at::parallel_for either runs single-threaded. (The ReLU
+// stays outside: oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it.)
+at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& bias) {
   static const c10::optional<c10::OperatorHandle> onednn = [] {
     auto op = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
     return op.has_value() && op->hasKernelForDispatchKey(c10::DispatchKey::CPU) ? op : c10::nullopt;
@@ -207,14 +207,13 @@ at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional
     stack.emplace_back(a);
     stack.emplace_back(b);
     stack.emplace_back(bias.has_value() ? c10::IValue(*bias) : c10::IValue());
-    stack.emplace_back(std::string(relu ? "relu" : "none"));
+    stack.emplace_back(std::string("none"));
     stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
     stack.emplace_back(std::string(""));
     onednn->callBoxed(&stack);
     return stack.back().toTensor();
   }
-  at::Tensor out = bias.has_value() ? at::addmm(*bias, a, b.t()) : at::mm(a, b.t());
-  return relu ? out.clamp_min_(0) : out;
+  return bias.has_value() ? at::addmm(*bias, a, b.t()) : at::mm(a, b.t());
 }
 
 template <typename T>
@@ -244,7 +243,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<
         // The segments are consecutive pixels of y: one dense [m, K] block, the bias added in the
         // GEMM. The ReLU is ours, as the block is copied: oneDNN's turns NaN into 0.
         const Segment& s0 = segs.front();
-        const at::Tensor out = gemm_nt(cv, w2, b.has_value() ? c10::optional<at::Tensor>(bias) : c10::nullopt, false);
+        const at::Tensor out = gemm_nt(cv, w2, b.has_value() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
         const T* o = out.const_data_ptr<T>();
         T* dst = y0 + (s0.n * pix + s0.p0) * g.K;
         if (relu) {
@@ -254,7 +253,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<
         }
       } else {
         // [K, m], each segment's pixels one run of a row: copied to y's planes with bias and ReLU.
-        const at::Tensor out = gemm_nt(w2, cv, c10::nullopt, false);
+        const at::Tensor out = gemm_nt(w2, cv, c10::nullopt);
         const T* o = out.const_data_ptr<T>();
         int64_t c0 = 0;
         for (const Segment& s : segs) {
@@ -381,7 +380,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
           cp += s.pc * Q;
         }
         // G . cols, added to the thread's fp64 sum.
-        const at::Tensor part = gemm_nt(gv, cols.narrow(0, 0, m).t(), c10::nullopt, false);
+        const at::Tensor part = gemm_nt(gv, cols.narrow(0, 0, m).t(), c10::nullopt);
         const T* pp = part.const_data_ptr<T>();
         double* aw = acc_w[t].data();
         for (int64_t e = 0; e < g.K * Q; ++e) aw[e] += static_cast<double>(pp[e]);
