@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of the project, in two calls of the device tool on one warm machine:
+# Every GPU figure of the project, in two calls on one warm GPU machine:
 #
 #   bash bench/gpu_check.sh call1   (at most 9 min)  the machine, the build for sm_90, the copy
 #                                   rate and matmul peaks, the CUDA tests, the benchmark tables,
