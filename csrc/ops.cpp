@@ -41,6 +41,9 @@ TORCH_LIBRARY(alexnet_kernels, m) {
   m.def(
       "conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor? output, int[2] stride, int[2] padding, "
       "bool relu, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // How the CPU kernels cut that convolution into GEMMs at the current thread count: [pixels per
+  // slice of one image, images per GEMM at most, work items] (for the tests and for tuning).
+  m.def("conv2d_cpu_plan(Tensor input, Tensor weight, int[2] stride, int[2] padding) -> int[]");
   // Fused ReLU + dropout, and ReLU (alexnet_kernels/relu_dropout.py). seed: a CPU int64[2], the
   // Philox [key, counter base], read on the host. Outputs are contiguous; backward reads only y.
   m.def("relu_dropout_fwd(Tensor x, Tensor seed, float p) -> Tensor");

@@ -213,10 +213,39 @@ def test_cpu_gemm_conv1_shapes(case, threads):
         torch.set_num_threads(saved)
 
 
+def cpu_plan(shape, k, stride, padding):
+    return torch.ops.alexnet_kernels.conv2d_cpu_plan(torch.empty(shape), torch.empty(k, shape[1], 11, 11),
+                                                     [stride] * 2, [padding] * 2)
+
+
+@pytest.mark.parametrize(("shape", "padding", "threads", "plan"), [
+    # 64x64: 225 output pixels; 2^19 // 363 = 1444 columns fit one GEMM, so 6 images do.
+    ((32, 3, 64, 64), 2, 2, [225, 6, 6]),    # 6 groups of 5 or 6, three per thread
+    ((32, 3, 64, 64), 2, 1, [225, 6, 6]),
+    ((13, 3, 64, 64), 2, 2, [225, 4, 4]),    # 3 groups would leave one thread a group short: 4
+    ((3, 3, 64, 64), 2, 2, [225, 2, 2]),
+    ((1, 3, 64, 64), 2, 2, [225, 1, 1]),
+    ((128, 3, 64, 64), 2, 2, [225, 6, 22]),
+    ((4, 3, 227, 227), 0, 2, [1444, 1, 4]),  # 3025 pixels: each image in slices of 1444
+    ((4, 3, 96, 96), 2, 2, [529, 2, 2]),     # 529 pixels: two to a GEMM
+    ((4, 3, 128, 128), 2, 2, [961, 1, 4]),   # 961: one
+])
+def test_cpu_plan(shape, padding, threads, plan):
+    """How the CPU kernels cut conv1 into GEMMs: small images several to a GEMM, the groups spread
+    evenly over the threads; large images one per work item, in slices."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert cpu_plan(shape, 64, 4, padding) == plan
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_cpu_grouped_images_layouts():
     """Several small images to one GEMM (the default CPU run's 64x64), in every input layout, with
     a gradient that is not contiguous: each image's outputs and gradients land in its own place."""
     case = CPU_GEMM_CASES[-1]
+    assert cpu_plan(case[0], case[1], case[3], case[4])[1] > 1, "the case no longer groups images"
     x, w, b = make(case, "cpu")
     x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
     ref = reference(x64, w64, b64, case, True)

@@ -1,5 +1,5 @@
-// CPU kernels of alexnet_kernels::conv2d and conv2d_backward: im2col packing into GEMMs (oneDNN's
-// inner product for fp32, at::mm otherwise: see gemm_nt).
+// CPU kernels of alexnet_kernels::conv2d and conv2d_backward: im2col packing into GEMMs (the fp32
+// forward through oneDNN's inner product, see gemm_nt; the gradients, and other dtypes, at::mm).
 //
 //   forward:        y[K, P]  = W[K, Q] . cols[P, Q]^T   (+ bias, ReLU as the block is written)
 //   weight grad:    dW[K, Q] += G[K, P] . cols[P, Q]    (each GEMM in T, their sum in fp64)
@@ -22,6 +22,7 @@
 #include <ATen/core/stack.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -52,6 +53,8 @@ void im2col_s(const T* x, const Strides4& xs, const ConvGeom& g, int64_t n, int6
     T* dst = cols + i * Q;
     const int64_t h0 = oh * g.sH - g.pH, w0 = ow * g.sW - g.pW;
     const bool run = xs.w == 1 && w0 >= 0 && w0 + g.S <= g.W;  // the row's S taps are contiguous
+    // Otherwise taps [lo, hi) are inside the image, the rest padding.
+    const int64_t lo = std::min(g.S, std::max<int64_t>(0, -w0)), hi = std::max(lo, std::min(g.S, g.W - w0));
     for (int64_t c = 0; c < g.C; ++c) {
       for (int64_t r = 0; r < g.R; ++r, dst += g.S) {
         const int64_t h = h0 + r;
@@ -63,10 +66,9 @@ void im2col_s(const T* x, const Strides4& xs, const ConvGeom& g, int64_t n, int6
         if (run) {
           copy_taps<kS>(dst, src + w0, g.S);
         } else {
-          for (int64_t s = 0; s < g.S; ++s) {
-            const int64_t w = w0 + s;
-            dst[s] = w >= 0 && w < g.W ? src[w * xs.w] : T(0);
-          }
+          std::fill(dst, dst + lo, T(0));
+          for (int64_t s = lo; s < hi; ++s) dst[s] = src[(w0 + s) * xs.w];
+          std::fill(dst + hi, dst + g.S, T(0));
         }
       }
     }
@@ -126,20 +128,22 @@ void col2im_add(const T* dcols, const ConvGeom& g, int64_t n, int64_t p0, int64_
 // one of 64 x 363 x 1350).
 struct Work {
   int64_t P;       // pixels per slice of one image
-  int64_t images;  // whole images per GEMM (1: one image, in slices of P)
-  int64_t items;   // work items: groups of `images` images
+  int64_t images;  // whole images per GEMM, at most (1: one image, in slices of P)
+  int64_t items;   // work items: one image, or (images > 1) images [item * N / items, (item + 1) * N / items)
 };
 
 Work plan_work(const ConvGeom& g) {
   const int64_t Q = g.C * g.R * g.S, pix = g.OH * g.OW;
-  const int64_t P = std::max<int64_t>(1, std::min<int64_t>(pix, (int64_t(1) << 19) / Q));
-  int64_t images = 1;
-  if (pix < P) {
-    // Keep at least one item per thread, so that the images still spread over the threads.
-    const int64_t threads = at::get_num_threads();
-    images = std::max<int64_t>(1, std::min<int64_t>(P / pix, (g.N + threads - 1) / threads));
-  }
-  return {P, images, (g.N + images - 1) / images};
+  const int64_t cap = std::max<int64_t>(1, (int64_t(1) << 19) / Q);  // columns per GEMM, at most
+  const int64_t P = std::min(pix, cap);
+  if (2 * pix > cap || g.N < 2) return {P, 1, g.N};
+  // As few groups as fit, rounded up to a multiple of the threads (at::parallel_for gives each
+  // thread the same number of items) and spread evenly: 32 images of 64x64 on 2 threads make 6
+  // groups of 5 or 6, 16 images per thread.
+  const int64_t threads = at::get_num_threads();
+  int64_t items = (g.N + cap / pix - 1) / (cap / pix);
+  items = std::min(g.N, (items + threads - 1) / threads * threads);
+  return {P, (g.N + items - 1) / items, items};
 }
 
 // One GEMM's columns: pixels [p0, p0 + pc) of image n, for each segment, concatenated.
@@ -154,7 +158,7 @@ std::vector<std::vector<Segment>> item_gemms(const Work& wk, const ConvGeom& g, 
   std::vector<std::vector<Segment>> gemms;
   if (wk.images > 1) {
     std::vector<Segment> segs;
-    for (int64_t n = item * wk.images; n < std::min(g.N, (item + 1) * wk.images); ++n) segs.push_back({n, 0, pix});
+    for (int64_t n = item * g.N / wk.items; n < (item + 1) * g.N / wk.items; ++n) segs.push_back({n, 0, pix});
     gemms.push_back(std::move(segs));
   } else {
     for (int64_t p0 = 0; p0 < pix; p0 += wk.P) gemms.push_back({{item, p0, std::min(wk.P, pix - p0)}});
@@ -181,6 +185,18 @@ void for_each_item(int64_t items, const Body& body) {
   }
 }
 
+// Thread `slot`'s scratch buffer as a dense tensor of `sizes`, kept between calls and grown as
+// needed: a fresh multi-MB buffer per call costs a page fault per 4 KiB page on first touch (at
+// 64x64, batch 32, about a fifth of the forward's time went to the kernel's page-fault handler).
+// The view lives only until the next call of this thread with the same slot.
+at::Tensor scratch(int slot, at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  thread_local std::array<at::Tensor, 4> bufs;
+  const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(opts.dtype().itemsize());
+  at::Tensor& buf = bufs.at(slot);
+  if (!buf.defined() || buf.numel() < bytes) buf = at::empty({bytes}, opts.dtype(at::kByte));
+  return at::from_blob(buf.data_ptr(), sizes, opts.memory_format(c10::nullopt));
+}
+
 // dst[i] = relu(src[i] + bias) for i < n (NaN passes, as torch.relu); dst may be src.
 template <typename T>
 inline void bias_relu(T* dst, const T* src, T bias, bool relu, int64_t n) {
@@ -190,12 +206,13 @@ inline void bias_relu(T* dst, const T* src, T bias, bool relu, int64_t n) {
   }
 }
 
-// a . b^T (+ bias along the columns), as a new dense [a rows, b rows] tensor.
+// a . b^T (+ bias along the columns), as a new dense [a rows, b rows] tensor: the forward's GEMM.
 // fp32 goes through oneDNN's inner product (the op mkldnn::_linear_pointwise, which PyTorch's CPU
-// build registers for its own fused linear layers): on the development machine (AVX-512) it runs
-// these GEMMs at 92-106 GFLOP/s per core, MKL's sgemm (at::mm) at 72-90. Other dtypes, and builds
-// without oneDNN, take at::mm. Inside at::parallel_for either runs single-threaded. (The ReLU
-// stays outside: oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it.)
+// build registers for its own fused linear layers): on an AVX-512 machine it ran these GEMMs at
+// 92-106 GFLOP/s per core, MKL's sgemm (at::mm) at 72-90; on an AVX2 machine the two were within
+// 5% of each other at the 1350-1444 columns of a GEMM here. Other dtypes, and builds without oneDNN, take
+// at::mm. Inside at::parallel_for either runs single-threaded. (The ReLU stays outside: oneDNN's
+// fused ReLU maps NaN to 0, torch.relu keeps it.)
 at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& bias) {
   static const c10::optional<c10::OperatorHandle> onednn = [] {
     auto op = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
@@ -230,7 +247,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<
   // y is dense: [N, pix, K] (channels_last) or [N, K, pix] (NCHW).
   T* const y0 = y.mutable_data_ptr<T>();
   for_each_item(wk.items, [&](int64_t item) {
-    at::Tensor cols = at::empty({wk.images * wk.P, Q}, x.options().memory_format(at::MemoryFormat::Contiguous));
+    const at::Tensor cols = scratch(0, {wk.images * wk.P, Q}, x.options());
     for (const std::vector<Segment>& segs : item_gemms(wk, g, item)) {
       const int64_t m = columns(segs);
       T* cp = cols.mutable_data_ptr<T>();
@@ -330,13 +347,13 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
   auto opts = x.options().memory_format(at::MemoryFormat::Contiguous);
   for_each_item(wk.items, [&](int64_t item) {
     const int t = at::get_thread_num();
-    at::Tensor gm = at::empty({g.K, M}, opts), cols, dcols;
+    at::Tensor gm = scratch(0, {g.K, M}, opts), cols, dcols;
     if (mask[1]) {
-      cols = at::empty({M, Q}, opts);
+      cols = scratch(1, {M, Q}, opts);
       if (acc_w[t].empty()) acc_w[t].assign(g.K * Q, 0.0);
     }
     if (mask[2] && acc_b[t].empty()) acc_b[t].assign(g.K, 0.0);
-    if (mask[0]) dcols = at::empty({M, Q}, opts);
+    if (mask[0]) dcols = scratch(2, {M, Q}, opts);
     for (const std::vector<Segment>& segs : item_gemms(wk, g, item)) {
       const int64_t m = columns(segs);
       const Segment& s0 = segs.front();
@@ -379,8 +396,11 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
           im2col(xp, xs, g, s.n, s.p0, s.pc, cp);
           cp += s.pc * Q;
         }
-        // G . cols, added to the thread's fp64 sum.
-        const at::Tensor part = gemm_nt(gv, cols.narrow(0, 0, m).t(), c10::nullopt);
+        // G . cols, added to the thread's fp64 sum. MKL's sgemm (at::mm) here: with cols read
+        // transposed, oneDNN's inner product ran this GEMM 8-13% slower (AVX2 machine, 64x64 and
+        // 224x224 conv1).
+        at::Tensor part = scratch(3, {g.K, Q}, opts);
+        at::mm_out(part, gv, cols.narrow(0, 0, m));
         const T* pp = part.const_data_ptr<T>();
         double* aw = acc_w[t].data();
         for (int64_t e = 0; e < g.K * Q; ++e) aw[e] += static_cast<double>(pp[e]);
@@ -452,9 +472,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_cpu(
   return {dx, dw, db};
 }
 
+std::vector<int64_t> conv2d_cpu_plan(const at::Tensor& x, const at::Tensor& w, at::IntArrayRef stride,
+                                     at::IntArrayRef padding) {
+  const Work wk = plan_work(conv_geom(x, w, c10::nullopt, stride, padding));
+  return {wk.P, wk.images, wk.items};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(alexnet_kernels, CPU, m) {
+  m.impl("conv2d_cpu_plan", &conv2d_cpu_plan);
   m.impl("conv2d", &conv2d_forward_cpu);
   m.impl("conv2d_backward", &conv2d_backward_cpu);
 }
