@@ -14,10 +14,15 @@
 
 namespace emu_test {
 
-inline std::vector<std::string>& launch_log() {
+// One log per module: an inline function's static is one object across every shared library that
+// defines it (the dynamic linker merges them), so the modules' logs would mix -- a test reading
+// lrn_max_pool_emu's launches got max_pool_emu's left-overs. Internal linkage keeps them apart.
+namespace {
+std::vector<std::string>& launch_log() {
   static std::vector<std::string> log;
   return log;
 }
+}  // namespace
 
 template <typename F>
 std::string kernel_name(F* kernel) {
