@@ -77,6 +77,32 @@ AK_HD void pool3_rows(acc_t b0, int kw0, acc_t b1, int kw1, acc_t b2, int kw2, a
   pool_take(b2, 6 + kw2, best, pos);
 }
 
+// A line of outputs from their windows' three row results (b0/k0 the top rows' bests and kw's,
+// b1/k1, b2/k2 the next): y[i] and, with an index, index[i]. Host code, for the CPU kernels'
+// two-level 3x3/2 forward (max pool, and LRN + max pool); two loops, so that the one without an
+// index stays free of byte stores.
+template <typename T, typename acc_t>
+inline void pool3_line(const acc_t* __restrict__ b0, const int32_t* __restrict__ k0, const acc_t* __restrict__ b1,
+                       const int32_t* __restrict__ k1, const acc_t* __restrict__ b2, const int32_t* __restrict__ k2,
+                       int64_t len, T* __restrict__ y, uint8_t* __restrict__ index) {
+  if (index) {
+    for (int64_t i = 0; i < len; ++i) {
+      acc_t best;
+      int pos;
+      pool3_rows(b0[i], k0[i], b1[i], k1[i], b2[i], k2[i], best, pos);
+      y[i] = static_cast<T>(best);
+      index[i] = static_cast<uint8_t>(pos);
+    }
+  } else {
+    for (int64_t i = 0; i < len; ++i) {
+      acc_t best;
+      int pos;
+      pool3_rows(b0[i], k0[i], b1[i], k1[i], b2[i], k2[i], best, pos);
+      y[i] = static_cast<T>(best);
+    }
+  }
+}
+
 // Backward of 3x3 at stride 2, from the index: RW (even) consecutive inputs of one row whose
 // padded column tw = w + pW starts even, tw = 2m + e for e < RW. An input is covered by at most
 // two output rows (slots; slot 0 the upper) and, along the row, by outputs ow = m - 1 + u,

@@ -278,30 +278,9 @@ struct LrnPoolCpu {
     const int64_t lines = a.channels_last ? OW : C, len = a.channels_last ? C : OW;
     const int64_t step = a.channels_last ? a.ys.w : a.ys.c;
     for (int64_t l = 0; l < lines; ++l) {
-      const acc_t* __restrict__ b0 = b[0] + l * len;
-      const acc_t* __restrict__ b1 = b[1] + l * len;
-      const acc_t* __restrict__ b2 = b[2] + l * len;
-      const int32_t* __restrict__ k0 = kw[0] + l * len;
-      const int32_t* __restrict__ k1 = kw[1] + l * len;
-      const int32_t* __restrict__ k2 = kw[2] + l * len;
-      T* __restrict__ y = a.y + n * a.ys.n + oh * a.ys.h + l * step;
-      uint8_t* __restrict__ index = a.index ? a.index + n * a.ys.n + oh * a.ys.h + l * step : nullptr;
-      if (index) {
-        for (int64_t i = 0; i < len; ++i) {
-          acc_t best;
-          int pos;
-          pool3_rows(b0[i], k0[i], b1[i], k1[i], b2[i], k2[i], best, pos);
-          y[i] = static_cast<T>(best);
-          index[i] = static_cast<uint8_t>(pos);
-        }
-      } else {
-        for (int64_t i = 0; i < len; ++i) {
-          acc_t best;
-          int pos;
-          pool3_rows(b0[i], k0[i], b1[i], k1[i], b2[i], k2[i], best, pos);
-          y[i] = static_cast<T>(best);
-        }
-      }
+      const int64_t at = n * a.ys.n + oh * a.ys.h + l * step;
+      pool3_line(b[0] + l * len, kw[0] + l * len, b[1] + l * len, kw[1] + l * len, b[2] + l * len, kw[2] + l * len,
+                 len, a.y + at, a.index ? a.index + at : nullptr);
     }
   }
 };

@@ -109,26 +109,7 @@ struct MaxPoolCpu {
     for (int oh = 0; oh < OH; ++oh) {
       row_3x3s2(x + (2 * oh + 1) * sh, OW, b[1], k[1]);
       row_3x3s2(x + (2 * oh + 2) * sh, OW, b[2], k[2]);
-      T* yr = y + oh * yh;
-      uint8_t* ir = index ? index + oh * yh : nullptr;
-      const acc_t *b0 = b[0], *b1 = b[1], *b2 = b[2];
-      const int32_t *k0 = k[0], *k1 = k[1], *k2 = k[2];
-      if (ir) {
-        for (int ow = 0; ow < OW; ++ow) {
-          acc_t best;
-          int pos;
-          pool3_rows(b0[ow], k0[ow], b1[ow], k1[ow], b2[ow], k2[ow], best, pos);
-          yr[ow] = static_cast<T>(best);
-          ir[ow] = static_cast<uint8_t>(pos);
-        }
-      } else {
-        for (int ow = 0; ow < OW; ++ow) {
-          acc_t best;
-          int pos;
-          pool3_rows(b0[ow], k0[ow], b1[ow], k1[ow], b2[ow], k2[ow], best, pos);
-          yr[ow] = static_cast<T>(best);
-        }
-      }
+      pool3_line(b[0], k[0], b[1], k[1], b[2], k[2], OW, y + oh * yh, index ? index + oh * yh : nullptr);
       std::swap(b[0], b[2]);  // the bottom row of this window is the top row of the next
       std::swap(k[0], k[2]);
     }
