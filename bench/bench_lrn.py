@@ -12,12 +12,10 @@ same process; the thread count is in the table's header.
 import pytest
 import torch
 import torch.nn.functional as F
-from timing import floor_ms, interleaved_ms, median_ms, peak_extra_mib, step
+from timing import block_shapes, floor_ms, interleaved_ms, median_ms, peak_extra_mib, step
 
 import alexnet_kernels as ak
 
-GPU_SHAPES = [(128, 96, 55, 55), (128, 256, 27, 27)]
-CPU_SHAPES = [(96, 55, 55), (256, 27, 27)]  # after the batch
 SMOKE_SHAPES = [(2, 8, 9, 9)]
 ARGS = (5, 1e-4, 0.75, 2.0)  # the paper's constants
 
@@ -30,17 +28,11 @@ def ours(x):
     return ak.lrn(x, *ARGS)
 
 
-def shapes(full, device, cpu_batch):
-    if not full:
-        return SMOKE_SHAPES
-    return GPU_SHAPES if device == "cuda" else [(cpu_batch, *s) for s in CPU_SHAPES]
-
-
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape_i", [0, 1])
 def test_lrn(full, device, cpu_batch, report, shape_i, dtype, backward):
-    all_shapes = shapes(full, device, cpu_batch)
+    all_shapes = block_shapes(full, device, cpu_batch, SMOKE_SHAPES)
     if shape_i >= len(all_shapes):
         pytest.skip("smoke run: one shape")
     if device == "cpu" and dtype == torch.bfloat16:

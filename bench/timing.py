@@ -1,4 +1,5 @@
-"""Timing and reporting helpers for bench/: CUDA-event medians, peak memory, memory floors.
+"""Timing and reporting helpers for bench/: CUDA-event medians, peak memory, memory floors, and
+the shapes the LRN and max-pool benchmarks share.
 
 A benchmark row is measured on the device in the same run as its reference: absolute times on a
 shared GPU drift, ratios in one run do not.
@@ -8,6 +9,18 @@ import statistics
 import time
 
 import torch
+
+# The activations entering AlexNet's two LRN / max-pool blocks (after conv1 and after conv2), per image.
+BLOCK_SHAPES = [(96, 55, 55), (256, 27, 27)]
+
+
+def block_shapes(full: bool, device: str, cpu_batch: int, smoke: list) -> list:
+    """The shapes a block benchmark runs: BLOCK_SHAPES at batch 128 on a GPU and at cpu_batch on
+    the CPU when full, else its smoke shapes."""
+    if not full:
+        return smoke
+    return [(128 if device == "cuda" else cpu_batch, *s) for s in BLOCK_SHAPES]
+
 
 # Where the measured device-to-device copy bandwidth is cached for the process (bytes/s).
 _BANDWIDTH = {}
