@@ -1,6 +1,6 @@
 """The GPU-run tooling, rehearsed on any machine so that no device minute goes to a script bug:
-bench/gpu_check.sh (its rehearsal mode), bench/profile_step.py (the kernel-family attribution) and
-bench/ncu_ops.py (the ops Nsight Compute profiles)."""
+bench/gpu_check.sh (its rehearsal mode), bench/profile_step.py (the kernel-family attribution),
+bench/ncu_ops.py (the ops Nsight Compute profiles), and bench/median_runs.py (the median of runs)."""
 import os
 import subprocess
 import sys
@@ -68,3 +68,26 @@ def test_ncu_ops_run_on_the_cpu():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ran lrn 2x96x55x55" in r.stdout and "ran conv2d paper bfloat16" in r.stdout
+
+
+def test_median_runs(tmp_path):
+    """Rows are matched across runs by their text cells, each number is its median over the runs
+    (a row missing from a run takes the median of the others), and the title counts the runs."""
+    sys.path.insert(0, BENCH)
+    try:
+        import median_runs
+    finally:
+        sys.path.remove(BENCH)
+    head = "## header\n\n### lrn (CPU)\n\n| shape | pass | ours ms | speedup |\n|---|---|---|---|\n"
+    runs = [("| 32x96 | fwd | 60 | 3.0 |\n| 32x96 | fwd+bwd | 100 | 2.0 |\n"),
+            ("| 32x96 | fwd | 80 | 2.5 |\n| 32x96 | fwd+bwd | 120 | 2.6 |\n"),
+            ("| 32x96 | fwd | 70 | 2.9 |\n")]
+    paths = []
+    for i, rows in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.md")
+        paths[-1].write_text(head + rows + "\n### other\n\n| a | b |\n|---|---|\n| x | 1 |\n")
+    out = median_runs.main([str(p) for p in paths])
+    assert "### lrn (CPU) (median of 3 runs)" in out
+    assert "| 32x96 | fwd | 70 | 2.9 |" in out
+    assert "| 32x96 | fwd+bwd | 110 | 2.3 |" in out
+    assert "### other (median of 3 runs)" in out and "| x | 1 |" in out
