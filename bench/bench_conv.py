@@ -15,7 +15,8 @@ SLOW_MS (a reference kernel, were a shape to fall back to one) is timed once.
 
 CPU rows (test_conv1_cpu): fp32 with the fused ReLU, forward and forward + weight and bias
 gradient, ours (im2col GEMMs) beside torch's (oneDNN) relu(conv2d) and its backward, NCHW, at
-the conv1 shapes at batch cpu_batch and at the default training run's CPU shape; the two
+the conv1 shapes and at 64x64 at batch cpu_batch, and at the default training run's CPU shape
+(64x64, batch 128); the two
 interleaved in one process, best of REPS after a warm-up, threads stated.
 """
 import time
@@ -32,7 +33,8 @@ FULL = [("paper", (128, 3, 227, 227), 96, 11, 4, 0), ("torchvision", (128, 3, 22
 SMOKE = [("paper-smoke", (2, 3, 35, 35), 8, 11, 4, 0), ("torchvision-smoke", (2, 3, 32, 32), 8, 11, 4, 2)]
 SLOW_MS = 100.0  # a call slower than this is timed once (the reference kernels)
 # CPU: (name, batch (None: cpu_batch), image size, out channels, padding), kernel 11, stride 4.
-CPU_FULL = [("paper", None, 227, 96, 0), ("torchvision", None, 224, 64, 2), ("default run (64x64)", 128, 64, 64, 2)]
+CPU_FULL = [("paper", None, 227, 96, 0), ("torchvision", None, 224, 64, 2), ("64x64", None, 64, 64, 2),
+            ("default run (64x64)", 128, 64, 64, 2)]
 CPU_SMOKE = [("paper-smoke", 2, 35, 8, 0), ("torchvision-smoke", 2, 32, 8, 2)]
 REPS = 5
 
@@ -125,7 +127,7 @@ def interleaved_best_ms(fns, reps):
 
 
 @pytest.mark.parametrize("kind", ["fwd", "fwd+wgrad"])
-@pytest.mark.parametrize("shape_i", [0, 1, 2])
+@pytest.mark.parametrize("shape_i", range(len(CPU_FULL)))
 def test_conv1_cpu(full, device, cpu_batch, report, shape_i, kind):
     if device != "cpu":
         pytest.skip("the CPU table is measured on a machine without a GPU")

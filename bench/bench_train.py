@@ -20,13 +20,14 @@ test_tower_streams times the paper variant's towers on one GPU with a CUDA strea
 on the current one; test_gpu_vs_cpu is ``train/run.py --compare-cpu`` as a benchmark (the same
 function, train.measure.gpu_vs_cpu): GPU with our kernels over the CPU with torch's, beside the
 paper's "about 50x". On a machine without a GPU the full run gives the CPU table of
-test_train_step (fp32, at the cpu_batch fixture's batch) and skips the GPU-only ones.
+test_train_step (fp32, at the cpu_batch fixture's batch) and test_default_run_step_cpu (the
+default CPU run's step, the backends timed in turns), and skips the GPU-only ones.
 Each time is bench/timing.py's median_ms (CUDA events on a GPU, without the L2 flush: a step
 moves far more than L2 holds).
 """
 import pytest
 import torch
-from timing import median_ms
+from timing import interleaved_ms, median_ms
 
 from alexnet_kernels.models import alexnet
 from train.measure import fixed_batch_step, gpu_vs_cpu, network
@@ -75,6 +76,26 @@ def test_train_step(full, device, cpu_batch, report, variant, precision):
         if f"{ours} img/s" in row and f"{other} img/s" in row:
             row[f"{ours} vs {other}"] = row[f"{ours} img/s"] / row[f"{other} img/s"]
     report(f"AlexNet training step, images/s ({where(device)}{'' if full else ', smoke'})", row)
+
+
+def test_default_run_step_cpu(full, device, report):
+    """The step of the default CPU run (train/run.py without a GPU: torchvision's net at 64x64,
+    batch 128, 10 classes, fp32), custom and torch timed in turns in one process: a whole run
+    takes minutes, over which this machine's speed drifts more than the two backends differ."""
+    if device != "cpu":
+        pytest.skip("the default run on a GPU is another network (bench/gpu_check.sh times it)")
+    batch, rounds = (128, 12) if full else (2, 1)
+    steps = []
+    for backend in ("custom", "torch"):
+        torch.manual_seed(0)
+        step = fixed_batch_step(network("torchvision", backend, "cpu", num_classes=10), batch, 64, 10, "cpu", "fp32")
+        assert torch.isfinite(step())
+        steps.append(step)
+    ms = interleaved_ms(steps, warmup=1, rounds=rounds)
+    report(f"AlexNet training step, images/s ({where(device)}{'' if full else ', smoke'})", {
+        "variant": "torchvision (default run)", "size": 64, "batch": batch, "precision": "fp32",
+        "custom img/s": batch / (ms[0] * 1e-3), "torch img/s": batch / (ms[1] * 1e-3),
+        "custom vs torch": ms[1] / ms[0]})
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
