@@ -84,7 +84,7 @@ def test_default_run_step_cpu(full, device, report):
     takes minutes, over which this machine's speed drifts more than the two backends differ."""
     if device != "cpu":
         pytest.skip("the default run on a GPU is another network (bench/gpu_check.sh times it)")
-    batch, rounds = (128, 12) if full else (2, 1)
+    batch, rounds = (128, 20) if full else (2, 1)
     steps = []
     for backend in ("custom", "torch"):
         torch.manual_seed(0)

@@ -128,13 +128,15 @@ def matmul_peak_tflops(dtype: torch.dtype) -> float:
 
 def interleaved_ms(fns, warmup: int = 2, rounds: int = 7) -> list:
     """Median wall time in ms of each of fns on the CPU, timed in turns (one call of each per
-    round), so that a load shared with other processes weighs on all of them alike."""
+    round, every other round in reverse order), so that a load shared with other processes, or a
+    machine whose speed drifts, weighs on all of them alike, and none always follows the same one."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
-    for _ in range(rounds):
-        for t, fn in zip(times, fns):
+    for r in range(rounds):
+        turns = list(zip(times, fns))
+        for t, fn in turns if r % 2 == 0 else turns[::-1]:
             t0 = time.perf_counter()
             fn()
             t.append((time.perf_counter() - t0) * 1e3)
