@@ -51,6 +51,11 @@ def where(device: str) -> str:
     return "GPU" if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
 
 
+def step_table(device: str, full: bool) -> str:
+    """The title of the training-step table, which test_train_step and the default run's row share."""
+    return f"AlexNet training step, images/s ({where(device)}{'' if full else ', smoke'})"
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("variant", ["paper", "torchvision"])
 def test_train_step(full, device, cpu_batch, report, variant, precision):
@@ -75,7 +80,7 @@ def test_train_step(full, device, cpu_batch, report, variant, precision):
     for ours, other in (("custom", "torch"), ("custom", "compile"), ("custom+compile", "compile")):
         if f"{ours} img/s" in row and f"{other} img/s" in row:
             row[f"{ours} vs {other}"] = row[f"{ours} img/s"] / row[f"{other} img/s"]
-    report(f"AlexNet training step, images/s ({where(device)}{'' if full else ', smoke'})", row)
+    report(step_table(device, full), row)
 
 
 def test_default_run_step_cpu(full, device, report):
@@ -92,7 +97,7 @@ def test_default_run_step_cpu(full, device, report):
         assert torch.isfinite(step())
         steps.append(step)
     ms = interleaved_ms(steps, warmup=1, rounds=rounds)
-    report(f"AlexNet training step, images/s ({where(device)}{'' if full else ', smoke'})", {
+    report(step_table(device, full), {
         "variant": "torchvision (default run)", "size": 64, "batch": batch, "precision": "fp32",
         "custom img/s": batch / (ms[0] * 1e-3), "torch img/s": batch / (ms[1] * 1e-3),
         "custom vs torch": ms[1] / ms[0]})
