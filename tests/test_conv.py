@@ -1,6 +1,10 @@
 """alexnet_kernels.conv2d against torch.nn.functional.conv2d: the CPU GEMM kernels (csrc/cpu/conv_cpu.cpp)
 everywhere, the CUDA kernels (implicit GEMM, row-staged and gather, and the reference kernels) on a
 GPU."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -211,6 +215,35 @@ def test_cpu_gemm_conv1_shapes(case, threads):
             assert rel_err(got, want) < TOL[torch.float32]
     finally:
         torch.set_num_threads(saved)
+
+
+# The weight gradient's GEMM goes through oneDNN where PyTorch's kernels run AVX-512, MKL's sgemm
+# elsewhere (csrc/cpu/conv_cpu.cpp, gemm_nn_into); ATEN_CPU_CAPABILITY picks the path in a fresh
+# process (a capability above the machine's is capped to it, so on an AVX2 machine both runs take MKL).
+_EITHER_GEMM = """
+import torch, alexnet_kernels as ak
+torch.manual_seed(0)
+x = torch.randn(13, 3, 64, 64)
+w = (torch.randn(64, 3, 11, 11) * 0.1).requires_grad_()
+b = torch.randn(64).requires_grad_()
+w64, b64 = w.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+g = torch.randn(13, 64, 15, 15)
+y = ak.conv2d(x, w, b, 4, 2, relu=True)
+y.backward(g)
+pre = torch.nn.functional.conv2d(x.double(), w64, b64, 4, 2)
+pre.backward((g * (y > 0)).double())
+err = lambda a, r: ((a.double() - r).norm() / r.norm()).item()
+print(torch.backends.cpu.get_cpu_capability(), err(w.grad, w64.grad), err(b.grad, b64.grad))
+"""
+
+
+@pytest.mark.parametrize("capability", ["avx2", "avx512"])
+def test_cpu_weight_gradient_either_gemm(capability):
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", _EITHER_GEMM], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, err_w, err_b = out.stdout.split()
+    assert float(err_w) < TOL[torch.float32] and float(err_b) < TOL[torch.float32], out.stdout
 
 
 def cpu_plan(shape, k, stride, padding):

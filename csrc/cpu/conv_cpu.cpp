@@ -1,5 +1,5 @@
-// CPU kernels of alexnet_kernels::conv2d and conv2d_backward: im2col packing into GEMMs (the fp32
-// forward through oneDNN's inner product, see gemm_nt; the gradients, and other dtypes, at::mm).
+// CPU kernels of alexnet_kernels::conv2d and conv2d_backward: im2col packing into GEMMs (fp32
+// through oneDNN's inner product or MKL's sgemm, see gemm_nt and gemm_nn_into; other dtypes at::mm).
 //
 //   forward:        y[K, P]  = W[K, Q] . cols[P, Q]^T   (+ bias, ReLU as the block is written)
 //   weight grad:    dW[K, Q] += G[K, P] . cols[P, Q]    (each GEMM in T, their sum in fp64)
@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 
@@ -198,40 +199,70 @@ at::Tensor scratch(int slot, at::IntArrayRef sizes, const at::TensorOptions& opt
   return at::from_blob(buf.data_ptr(), sizes, opts.memory_format(c10::nullopt));
 }
 
-// dst[i] = relu(src[i] + bias) for i < n (NaN passes, as torch.relu); dst may be src.
+// One image's planes from n pixel-major rows of K outputs: dst[k * pix + i] = relu(o[i * K + k])
+// (NaN passes, as torch.relu), in tiles of 16 pixels so that the K plane runs being written stay
+// in L1.
 template <typename T>
-inline void bias_relu(T* dst, const T* src, T bias, bool relu, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = src[i] + bias;
-    dst[i] = relu && v < T(0) ? T(0) : v;
+void store_planes(T* __restrict__ dst, int64_t pix, const T* __restrict__ o, int64_t K, int64_t n, bool relu) {
+  for (int64_t i0 = 0; i0 < n; i0 += 16) {
+    const int64_t ni = std::min<int64_t>(16, n - i0);
+    for (int64_t k = 0; k < K; ++k) {
+      T* d = dst + k * pix + i0;
+      const T* src = o + i0 * K + k;
+      for (int64_t i = 0; i < ni; ++i) {
+        const T v = src[i * K];
+        d[i] = relu && v < T(0) ? T(0) : v;
+      }
+    }
   }
 }
 
-// a . b^T (+ bias along the columns), as a new dense [a rows, b rows] tensor: the forward's GEMM.
-// fp32 goes through oneDNN's inner product (the op mkldnn::_linear_pointwise, which PyTorch's CPU
-// build registers for its own fused linear layers): on an AVX-512 machine it ran these GEMMs at
-// 92-106 GFLOP/s per core, MKL's sgemm (at::mm) at 72-90; on an AVX2 machine the two were within
-// 5% of each other at the 1350-1444 columns of a GEMM here. Other dtypes, and builds without oneDNN, take
-// at::mm. Inside at::parallel_for either runs single-threaded. (The ReLU stays outside: oneDNN's
-// fused ReLU maps NaN to 0, torch.relu keeps it.)
-at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& bias) {
-  static const c10::optional<c10::OperatorHandle> onednn = [] {
-    auto op = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
-    return op.has_value() && op->hasKernelForDispatchKey(c10::DispatchKey::CPU) ? op : c10::nullopt;
+// oneDNN's inner product, the op mkldnn::_linear_pointwise that PyTorch's CPU build registers for
+// its own fused linear layers, if this build has it: a . b^T (+ bias), fp32.
+const c10::optional<c10::OperatorHandle>& onednn_linear() {
+  static const c10::optional<c10::OperatorHandle> op = [] {
+    auto h = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
+    return h.has_value() && h->hasKernelForDispatchKey(c10::DispatchKey::CPU) ? h : c10::nullopt;
   }();
-  if (onednn.has_value() && a.scalar_type() == at::kFloat) {
-    torch::jit::Stack stack;
-    stack.reserve(6);
-    stack.emplace_back(a);
-    stack.emplace_back(b);
-    stack.emplace_back(bias.has_value() ? c10::IValue(*bias) : c10::IValue());
-    stack.emplace_back(std::string("none"));
-    stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
-    stack.emplace_back(std::string(""));
-    onednn->callBoxed(&stack);
-    return stack.back().toTensor();
-  }
+  return op;
+}
+
+at::Tensor call_onednn_linear(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& bias) {
+  torch::jit::Stack stack;
+  stack.reserve(6);
+  stack.emplace_back(a);
+  stack.emplace_back(b);
+  stack.emplace_back(bias.has_value() ? c10::IValue(*bias) : c10::IValue());
+  stack.emplace_back(std::string("none"));
+  stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
+  stack.emplace_back(std::string(""));
+  onednn_linear()->callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
+// a . b^T (+ bias along the columns), as a new dense [a rows, b rows] tensor: the forward's GEMM.
+// fp32 goes through oneDNN: on an AVX-512 machine it ran these GEMMs at 92-106 GFLOP/s per core,
+// MKL's sgemm (at::mm) at 72-90 (an Intel machine), 150-180 against 69-77 (an AMD Zen 5); on an
+// AVX2 machine the two were within 5% of each other at the 1350-1444 columns of a GEMM here.
+// Other dtypes, and builds without oneDNN, take at::mm. Inside at::parallel_for either runs
+// single-threaded. (The ReLU stays outside: oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it.)
+at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional<at::Tensor>& bias) {
+  if (onednn_linear().has_value() && a.scalar_type() == at::kFloat) return call_onednn_linear(a, b, bias);
   return bias.has_value() ? at::addmm(*bias, a, b.t()) : at::mm(a, b.t());
+}
+
+// a . b into out ([a rows, b columns], dense): the weight gradient's GEMM, G . cols, with cols
+// read transposed. Where PyTorch's kernels run AVX-512 (at::get_cpu_capability(), which
+// ATEN_CPU_CAPABILITY overrides) fp32 goes through oneDNN: 169 GFLOP/s on one core of an AMD
+// Zen 5 against MKL's 76 (MKL's AVX2 code there). On an AVX2 machine MKL ran it 8-13% faster
+// than oneDNN (64x64 and 224x224 conv1), so elsewhere at::mm.
+void gemm_nn_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  static const bool avx512 = at::get_cpu_capability() == "AVX512";
+  if (avx512 && onednn_linear().has_value() && a.scalar_type() == at::kFloat) {
+    out.copy_(call_onednn_linear(a, b.t(), c10::nullopt));
+  } else {
+    at::mm_out(out, a, b);
+  }
 }
 
 template <typename T>
@@ -241,7 +272,6 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<
   const Work wk = plan_work(g);
   const at::Tensor w2 = w.contiguous().view({g.K, Q});
   const at::Tensor bias = b.has_value() ? b->contiguous() : at::Tensor();
-  const T* bp = b.has_value() ? bias.const_data_ptr<T>() : nullptr;
   const T* xp = x.const_data_ptr<T>();
   const Strides4 xs = strides4(x);
   const bool cl = conv_channels_last(y);
@@ -257,12 +287,14 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<
         cp += s.pc * Q;
       }
       const at::Tensor cv = cols.narrow(0, 0, m);
+      // [m, K], the bias added in the GEMM (oneDNN ran this orientation 180 GFLOP/s on a core of
+      // an AMD Zen 5, [K, m] 152: it repacks its second operand, here the small weight). The ReLU
+      // is ours, as the block is copied: oneDNN's turns NaN into 0.
+      const at::Tensor out = gemm_nt(cv, w2, b.has_value() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
+      const T* o = out.const_data_ptr<T>();
       if (cl) {
-        // The segments are consecutive pixels of y: one dense [m, K] block, the bias added in the
-        // GEMM. The ReLU is ours, as the block is copied: oneDNN's turns NaN into 0.
+        // The segments are consecutive pixels of y: one dense [m, K] block.
         const Segment& s0 = segs.front();
-        const at::Tensor out = gemm_nt(cv, w2, b.has_value() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
-        const T* o = out.const_data_ptr<T>();
         T* dst = y0 + (s0.n * pix + s0.p0) * g.K;
         if (relu) {
           for (int64_t i = 0; i < m * g.K; ++i) dst[i] = o[i] < T(0) ? T(0) : o[i];  // NaN passes, as torch.relu
@@ -270,14 +302,10 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<
           std::memcpy(dst, o, m * g.K * sizeof(T));
         }
       } else {
-        // [K, m], each segment's pixels one run of a row: copied to y's planes with bias and ReLU.
-        const at::Tensor out = gemm_nt(w2, cv, c10::nullopt);
-        const T* o = out.const_data_ptr<T>();
-        int64_t c0 = 0;
+        // Each segment's pixels are one run of each of its image's planes.
         for (const Segment& s : segs) {
-          for (int64_t k = 0; k < g.K; ++k)
-            bias_relu(y0 + (s.n * g.K + k) * pix + s.p0, o + k * m + c0, bp ? bp[k] : T(0), relu, s.pc);
-          c0 += s.pc;
+          store_planes(y0 + s.n * g.K * pix + s.p0, pix, o, g.K, s.pc, relu);
+          o += s.pc * g.K;
         }
       }
     }
@@ -302,17 +330,29 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& x, const at::Tensor& w, const c1
   return y;
 }
 
-// dst[i] = relu && y[i] <= 0 ? 0 : g[i] (torch.relu's backward: NaN passes) for i < n, and the
-// sum of dst in eight interleaved partial sums (a loop the compiler vectorizes), returned in fp64.
+// dst[i] = y[i] <= 0 ? 0 : g[i] (torch.relu's backward: NaN passes; y null: no ReLU) for i < n,
+// and the sum of dst in eight interleaved partial sums, returned in fp64. Both loads and a select,
+// no branch: the compiler vectorizes it (as a branch on the sign of a random y it was mispredicted
+// half the time, a tenth of the 64x64 weight gradient's time in a profile).
 template <typename T>
-double masked_copy_sum(T* dst, const T* g, const T* y, int64_t n) {
+__attribute__((noinline)) double masked_copy_sum(T* __restrict__ dst, const T* __restrict__ g, const T* __restrict__ y, int64_t n) {
   T part[8] = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (int l = 0; l < 8; ++l) {
-      const T v = y != nullptr && y[i + l] <= T(0) ? T(0) : g[i + l];
-      dst[i + l] = v;
-      part[l] += v;
+  if (y != nullptr) {
+    for (; i + 8 <= n; i += 8) {
+      for (int l = 0; l < 8; ++l) {
+        const T gv = g[i + l], yv = y[i + l];  // both loaded: no load under the condition
+        const T v = yv <= T(0) ? T(0) : gv;
+        dst[i + l] = v;
+        part[l] += v;
+      }
+    }
+  } else {
+    for (; i + 8 <= n; i += 8) {
+      for (int l = 0; l < 8; ++l) {
+        dst[i + l] = g[i + l];
+        part[l] += g[i + l];
+      }
     }
   }
   double sum = 0;
@@ -397,11 +437,9 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
           im2col(xp, xs, g, s.n, s.p0, s.pc, cp);
           cp += s.pc * Q;
         }
-        // G . cols, added to the thread's fp64 sum. MKL's sgemm (at::mm) here: with cols read
-        // transposed, oneDNN's inner product ran this GEMM 8-13% slower (AVX2 machine, 64x64 and
-        // 224x224 conv1).
+        // G . cols, added to the thread's fp64 sum.
         at::Tensor part = scratch(3, {g.K, Q}, opts);
-        at::mm_out(part, gv, cols.narrow(0, 0, m));
+        gemm_nn_into(part, gv, cols.narrow(0, 0, m));
         const T* pp = part.const_data_ptr<T>();
         double* aw = acc_w[t].data();
         for (int64_t e = 0; e < g.K * Q; ++e) aw[e] += static_cast<double>(pp[e]);
