@@ -197,6 +197,56 @@ def test_backends_agree_torchvision():
     assert_grads_close(g_c, g_t, 1e-4)
 
 
+class _MaskedDropout(torch.nn.Module):
+    """Dropout with a given mask: x * keep / (1 - p)."""
+
+    def __init__(self, keep, p):
+        super().__init__()
+        self.keep, self.scale = keep, 1 / (1 - p)
+
+    def forward(self, x):
+        return x * self.keep * self.scale
+
+
+def test_torchvision_fc6_input_dropout_is_dropout():
+    """The custom backend drops fc6's input with relu_dropout (backends.py, dropout_of_relu). That
+    input is nonnegative, so the forward is dropout's; where it is exactly 0, relu_dropout's
+    backward stops the gradient and dropout's passes it on, but conv5's ReLU stops it there anyway.
+    So the output and every parameter's gradient equal those of plain dropout with the same mask,
+    whatever that mask holds at the zeros."""
+    torch.manual_seed(0)
+    model = alexnet("torchvision", num_classes=10, backend="custom").train()
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())  # every op ours
+    with torch.no_grad():
+        model.features[10].bias[:64] = -1e3  # 64 of conv5's channels dead: fc6 inputs at exactly 0
+    model.classifier[2].eval()  # fc7's input dropout off: fc6's is the one under test
+    seen = {}
+
+    def watch(module, inputs, output):  # fc6's input, the dropout's output, the gradient reaching the input
+        inputs[0].register_hook(lambda g: seen.update(dh=g))
+        seen.update(h=inputs[0].detach(), y=output.detach())
+
+    model.classifier[0].register_forward_hook(watch)
+    x = images(3, 64).requires_grad_()
+    out = model(x)
+    got = grads(model, x, out)
+    dh = seen["dh"]
+    h, y, p = seen["h"], seen["y"], model.classifier[0].p
+    assert (h >= 0).all() and (h == 0).sum() >= 3 * 64 * 36 and (h > 0).any()
+    kept = y != 0
+    assert (kept & (h > 0)).any() and (~kept & (h > 0)).any()
+    # Where h > 0 relu_dropout's mask is y != 0; at the zeros, every other element kept.
+    keep = torch.where(h > 0, kept, torch.arange(h.numel()).view(h.shape) % 2 == 0).float()
+    model.classifier[0] = _MaskedDropout(keep, p)
+    model.classifier[0].register_forward_hook(watch)
+    out_plain = model(x)
+    assert torch.equal(out_plain, out)
+    for name, a, b in zip([n for n, _ in model.named_parameters()] + ["x"], got, grads(model, x, out_plain)):
+        assert torch.equal(a, b), name
+    # The two gradients reaching fc6's input do differ, at the zeros only.
+    assert torch.equal(dh[h > 0], seen["dh"][h > 0]) and not torch.equal(dh, seen["dh"])
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
 @pytest.mark.parametrize("variant", ["paper", "torchvision"])
 def test_compile_whole_model_fullgraph(paper_state, variant, device):

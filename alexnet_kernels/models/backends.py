@@ -22,6 +22,7 @@ BACKENDS = {
         conv1_relu=lambda **conv: (nn.Conv2d(**conv), nn.ReLU(inplace=True)),
         relu=lambda: nn.ReLU(inplace=True),
         relu_dropout=lambda p: (nn.ReLU(inplace=True), nn.Dropout(p)),
+        dropout_of_relu=nn.Dropout,
         lrn_max_pool=lambda: (nn.LocalResponseNorm(**LRN), nn.MaxPool2d(3, 2)),
         max_pool=lambda: nn.MaxPool2d(3, 2),
     ),
@@ -29,6 +30,12 @@ BACKENDS = {
         conv1_relu=lambda **conv: (ak_nn.Conv2d(**conv, relu=True), nn.Identity()),
         relu=ak_nn.ReLU,
         relu_dropout=lambda p: (ak_nn.ReLUDropout(p), nn.Identity()),
+        # Dropout of an input that is nonnegative by construction (torchvision's fc6 input: ReLU,
+        # then max and average pooling). ReLU is the identity there, so relu_dropout computes the
+        # same function; its backward stops the gradient of an input at exactly 0, which dropout
+        # would pass, but such an input came from ReLU outputs at 0, whose own backward stops it:
+        # the parameters' gradients are the same (tests/test_models.py).
+        dropout_of_relu=ak_nn.ReLUDropout,
         lrn_max_pool=lambda: (ak_nn.LocalResponseNormMaxPool2d(**LRN, kernel_size=3, stride=2), nn.Identity()),
         max_pool=lambda: ak_nn.MaxPool2d(3, 2),
     ),

@@ -43,13 +43,15 @@ class TorchvisionAlexNet(AlexNetBase):
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         # torchvision's dropouts sit on the *inputs* of fc6 and fc7: a removed fc layer takes its
         # input dropout with it.
+        # The input of each dropout is nonnegative (the features' output: conv5's ReLU, then max and
+        # average pooling; or fc6's ReLU): dropout_of_relu is the dropout for it.
         if kept["fc6"] and kept["fc7"]:
             relu6, drop7 = ops.relu_dropout(dropout)  # fc7's input dropout right after fc6's ReLU
-            fc6 = [nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), relu6]
+            fc6 = [ops.dropout_of_relu(dropout), nn.Linear(256 * 6 * 6, 4096), relu6]
             fc7 = [drop7, nn.Linear(4096, 4096), ops.relu()]
         else:
-            fc6 = [nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), ops.relu()] if kept["fc6"] else gone(3)
-            fc7 = [nn.Dropout(dropout), nn.Linear(4096 if kept["fc6"] else 256 * 6 * 6, 4096), ops.relu()] \
+            fc6 = [ops.dropout_of_relu(dropout), nn.Linear(256 * 6 * 6, 4096), ops.relu()] if kept["fc6"] else gone(3)
+            fc7 = [ops.dropout_of_relu(dropout), nn.Linear(4096 if kept["fc6"] else 256 * 6 * 6, 4096), ops.relu()] \
                 if kept["fc7"] else gone(3)
         inputs = 4096 if kept["fc6"] or kept["fc7"] else 256 * 6 * 6
         self.classifier = nn.Sequential(*fc6, *fc7, nn.Linear(inputs, num_classes))
