@@ -1,7 +1,7 @@
 // CPU kernels of alexnet_kernels::conv2d and conv2d_backward: im2col packing into GEMMs (fp32
 // through oneDNN's inner product or MKL's sgemm, see gemm_nt and gemm_nn_into; other dtypes at::mm).
 //
-//   forward:        y[K, P]  = W[K, Q] . cols[P, Q]^T   (+ bias, ReLU as the block is written)
+//   forward:        y[P, K]  = cols[P, Q] . W[K, Q]^T + bias   (ReLU as the block is written to y)
 //   weight grad:    dW[K, Q] += G[K, P] . cols[P, Q]    (each GEMM in T, their sum in fp64)
 //   input grad:     dcols[P, Q] = G[K, P]^T . W[K, Q], then col2im adds it into dx
 // P = the columns of one GEMM: a slice of one image's output pixels, or several whole small
@@ -241,8 +241,8 @@ at::Tensor call_onednn_linear(const at::Tensor& a, const at::Tensor& b, const c1
 }
 
 // a . b^T (+ bias along the columns), as a new dense [a rows, b rows] tensor: the forward's GEMM.
-// fp32 goes through oneDNN: on an AVX-512 machine it ran these GEMMs at 92-106 GFLOP/s per core,
-// MKL's sgemm (at::mm) at 72-90 (an Intel machine), 150-180 against 69-77 (an AMD Zen 5); on an
+// fp32 goes through oneDNN: per core it ran these GEMMs at 92-106 GFLOP/s against MKL's sgemm
+// (at::mm) 72-90 on one AVX-512 machine, 150-180 against 69-77 on another (Zen 5's flags); on an
 // AVX2 machine the two were within 5% of each other at the 1350-1444 columns of a GEMM here.
 // Other dtypes, and builds without oneDNN, take at::mm. Inside at::parallel_for either runs
 // single-threaded. (The ReLU stays outside: oneDNN's fused ReLU maps NaN to 0, torch.relu keeps it.)
@@ -253,9 +253,9 @@ at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional
 
 // a . b into out ([a rows, b columns], dense): the weight gradient's GEMM, G . cols, with cols
 // read transposed. Where PyTorch's kernels run AVX-512 (at::get_cpu_capability(), which
-// ATEN_CPU_CAPABILITY overrides) fp32 goes through oneDNN: 169 GFLOP/s on one core of an AMD
-// Zen 5 against MKL's 76 (MKL's AVX2 code there). On an AVX2 machine MKL ran it 8-13% faster
-// than oneDNN (64x64 and 224x224 conv1), so elsewhere at::mm.
+// ATEN_CPU_CAPABILITY overrides) fp32 goes through oneDNN: 169 GFLOP/s on one core of the machine
+// with Zen 5's flags against MKL's 76 (MKL ran AVX2 code there). On an AVX2 machine MKL ran it
+// 8-13% faster than oneDNN (64x64 and 224x224 conv1), so elsewhere at::mm.
 void gemm_nn_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
   static const bool avx512 = at::get_cpu_capability() == "AVX512";
   if (avx512 && onednn_linear().has_value() && a.scalar_type() == at::kFloat) {
@@ -287,9 +287,9 @@ void forward_impl(const at::Tensor& x, const at::Tensor& w, const c10::optional<
         cp += s.pc * Q;
       }
       const at::Tensor cv = cols.narrow(0, 0, m);
-      // [m, K], the bias added in the GEMM (oneDNN ran this orientation 180 GFLOP/s on a core of
-      // an AMD Zen 5, [K, m] 152: it repacks its second operand, here the small weight). The ReLU
-      // is ours, as the block is copied: oneDNN's turns NaN into 0.
+      // [m, K], the bias added in the GEMM: oneDNN repacks its second operand, here the small
+      // weight (one core of the machine with Zen 5's flags: 180 GFLOP/s this way, 152 as [K, m]).
+      // The ReLU is ours, as the block is copied: oneDNN's turns NaN into 0.
       const at::Tensor out = gemm_nt(cv, w2, b.has_value() ? c10::optional<at::Tensor>(bias) : c10::nullopt);
       const T* o = out.const_data_ptr<T>();
       if (cl) {
@@ -332,10 +332,12 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& x, const at::Tensor& w, const c1
 
 // dst[i] = y[i] <= 0 ? 0 : g[i] (torch.relu's backward: NaN passes; y null: no ReLU) for i < n,
 // and the sum of dst in eight interleaved partial sums, returned in fp64. Both loads and a select,
-// no branch: the compiler vectorizes it (as a branch on the sign of a random y it was mispredicted
-// half the time, a tenth of the 64x64 weight gradient's time in a profile).
+// no branch, so GCC vectorizes it: as a branch on the sign of a random y it was mispredicted half
+// the time (a tenth of the 64x64 weight gradient's profile). noinline: inlined into its caller,
+// the loop lost the restrict qualifiers and stayed scalar.
 template <typename T>
-__attribute__((noinline)) double masked_copy_sum(T* __restrict__ dst, const T* __restrict__ g, const T* __restrict__ y, int64_t n) {
+__attribute__((noinline)) double masked_copy_sum(T* __restrict__ dst, const T* __restrict__ g,
+                                                 const T* __restrict__ y, int64_t n) {
   T part[8] = {};
   int64_t i = 0;
   if (y != nullptr) {
