@@ -218,7 +218,7 @@ def test_cpu_gemm_conv1_shapes(case, threads):
 
 
 # The weight gradient's GEMM goes through oneDNN where PyTorch's kernels run AVX-512, MKL's sgemm
-# elsewhere (csrc/cpu/conv_cpu.cpp, gemm_nn_into); ATEN_CPU_CAPABILITY picks the path in a fresh
+# elsewhere (csrc/cpu/conv_cpu.cpp, gemm_nn); ATEN_CPU_CAPABILITY picks the path in a fresh
 # process (a capability above the machine's is capped to it, so on an AVX2 machine both runs take MKL).
 _EITHER_GEMM = """
 import torch, alexnet_kernels as ak

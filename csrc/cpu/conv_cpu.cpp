@@ -1,5 +1,5 @@
 // CPU kernels of alexnet_kernels::conv2d and conv2d_backward: im2col packing into GEMMs (fp32
-// through oneDNN's inner product or MKL's sgemm, see gemm_nt and gemm_nn_into; other dtypes at::mm).
+// through oneDNN's inner product or MKL's sgemm, see gemm_nt and gemm_nn; other dtypes at::mm).
 //
 //   forward:        y[P, K]  = cols[P, Q] . W[K, Q]^T + bias   (ReLU as the block is written to y)
 //   weight grad:    dW[K, Q] += G[K, P] . cols[P, Q]    (each GEMM in T, their sum in fp64)
@@ -251,18 +251,18 @@ at::Tensor gemm_nt(const at::Tensor& a, const at::Tensor& b, const c10::optional
   return bias.has_value() ? at::addmm(*bias, a, b.t()) : at::mm(a, b.t());
 }
 
-// a . b into out ([a rows, b columns], dense): the weight gradient's GEMM, G . cols, with cols
-// read transposed. Where PyTorch's kernels run AVX-512 (at::get_cpu_capability(), which
-// ATEN_CPU_CAPABILITY overrides) fp32 goes through oneDNN: 169 GFLOP/s on one core of the machine
-// with Zen 5's flags against MKL's 76 (MKL ran AVX2 code there). On an AVX2 machine MKL ran it
-// 8-13% faster than oneDNN (64x64 and 224x224 conv1), so elsewhere at::mm.
-void gemm_nn_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+// a . b ([a rows, b columns], dense): the weight gradient's GEMM, G . cols, with cols read
+// transposed; into `out` (at::mm), or a new tensor (oneDNN). Where PyTorch's kernels run AVX-512
+// (at::get_cpu_capability(), which ATEN_CPU_CAPABILITY overrides) fp32 goes through oneDNN: 169
+// GFLOP/s on one core of the machine with Zen 5's flags against MKL's 76 (MKL ran AVX2 code
+// there). On an AVX2 machine MKL ran it 8-13% faster than oneDNN (64x64 and 224x224 conv1), so
+// elsewhere at::mm.
+at::Tensor gemm_nn(const at::Tensor& a, const at::Tensor& b, at::Tensor out) {
   static const bool avx512 = at::get_cpu_capability() == "AVX512";
   if (avx512 && onednn_linear().has_value() && a.scalar_type() == at::kFloat) {
-    out.copy_(call_onednn_linear(a, b.t(), c10::nullopt));
-  } else {
-    at::mm_out(out, a, b);
+    return call_onednn_linear(a, b.t(), c10::nullopt);
   }
+  return at::mm_out(out, a, b);
 }
 
 template <typename T>
@@ -440,8 +440,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
           cp += s.pc * Q;
         }
         // G . cols, added to the thread's fp64 sum.
-        at::Tensor part = scratch(3, {g.K, Q}, opts);
-        gemm_nn_into(part, gv, cols.narrow(0, 0, m));
+        const at::Tensor part = gemm_nn(gv, cols.narrow(0, 0, m), scratch(3, {g.K, Q}, opts));
         const T* pp = part.const_data_ptr<T>();
         double* aw = acc_w[t].data();
         for (int64_t e = 0; e < g.K * Q; ++e) aw[e] += static_cast<double>(pp[e]);
