@@ -30,6 +30,7 @@ import torch
 from timing import interleaved_ms, median_ms
 
 from alexnet_kernels.models import alexnet
+from train.malloc import keep_freed_memory
 from train.measure import fixed_batch_step, gpu_vs_cpu, network
 
 NUM_CLASSES = 1000
@@ -37,6 +38,14 @@ SIZES = {"paper": 227, "torchvision": 224}
 GPU = dict(batch=128, warmup=5, iters=20)
 CPU = dict(warmup=0, iters=3)  # batch: cpu_batch; the loss check warms up; a paper step takes seconds on 2 cores
 SMOKE = dict(batch=2, sizes={"paper": 227, "torchvision": 64}, warmup=0, iters=1)  # the loss check warms up
+
+
+@pytest.fixture(autouse=True, scope="module")
+def malloc_as_train_run():
+    """The CPU steps with glibc's malloc set as train/run.py sets it (train/malloc.py): without it
+    a step spends about a fifth of its time faulting its large buffers back in. For the rest of
+    the process: glibc cannot be put back as it was."""
+    keep_freed_memory()
 
 
 def step_rate(model, batch: int, size: int, device: str, precision: str, warmup: int, iters: int) -> float:

@@ -294,6 +294,66 @@ def test_train_step_clips_the_gradient_norm(clip):
     assert moved == pytest.approx(full if clip is None else clip, rel=1e-4)
 
 
+def test_sgd_is_the_papers_fused_where_torch_has_the_kernel():
+    """measure.sgd, the optimizer of every run: fused on the CPU, and stepping as torch's unfused
+    SGD with the same momentum and weight decay does (three steps, a changing gradient)."""
+    torch.manual_seed(0)
+    a = [torch.randn(40, 30, requires_grad=True), torch.randn(30, requires_grad=True)]
+    b = [p.detach().clone().requires_grad_() for p in a]
+    ours = measure.sgd(a, lr=0.1)
+    reference = torch.optim.SGD(b, lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=False)
+    assert ours.defaults["fused"] and (ours.defaults["momentum"], ours.defaults["weight_decay"]) == (0.9, 5e-4)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in a]
+        for params, opt in ((a, ours), (b, reference)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+        for p, q in zip(a, b):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+    assert not measure.sgd([torch.zeros(3, device="meta", requires_grad=True)]).defaults["fused"]
+
+
+def test_keep_freed_memory_stops_the_page_faults(repo):
+    """A 64 MB buffer allocated, written and freed 5 times: glibc maps fresh pages each time (64 MB
+    is over its mmap threshold), 16,384 page faults a time. After keep_freed_memory the heap keeps
+    them: once it has grown to the loop's need (the first few times: a freed block is a little
+    short of the next aligned request until its neighbours are freed too), no more faults."""
+    code = textwrap.dedent("""
+        import resource, torch
+        from train.malloc import keep_freed_memory
+
+        def faults():
+            def touch():
+                torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+            for _ in range(10):
+                touch()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(5):
+                touch()
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+        glibc = faults()
+        print(glibc, keep_freed_memory(), faults())
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))}
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    glibc, took, kept = out.stdout.split()
+    assert took == "True"
+    assert int(glibc) > 4 * 16384 and int(kept) < 1000, out.stdout
+
+
+@pytest.mark.parametrize("own_process", [False, True])
+def test_malloc_is_kept_only_for_a_process_of_its_own(monkeypatch, own_process):
+    """`python train/run.py` (own_process) sets glibc's malloc for a CPU run; run.main called
+    inside another process (these tests) leaves it alone."""
+    calls = []
+    monkeypatch.setattr("train.malloc.keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(run, "compare_cpu", lambda args: 0)
+    assert run.main(["--compare-cpu"], own_process=own_process) == 0
+    assert calls == ([1] if own_process else [])
+
+
 @pytest.mark.parametrize("gpus, devices", [(1, ["cuda:0"]), (2, ["cuda:0", "cuda:1"])])
 def test_default_run_on_a_gpu_trains_the_paper_net(monkeypatch, gpus, devices):
     """The configuration of the default run on a machine with 1 or 2 GPUs (the count faked: only

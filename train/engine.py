@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from train import data
-from train.measure import train_step
+from train.measure import sgd, train_step
 from train.precision import autocast, grad_scaler
 from train.report import log
 
@@ -112,7 +112,7 @@ def make_trainer(args) -> Trainer:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.devices[0]] if cuda else None)
     # Frozen parameters stay out of the optimizer, so weight decay and momentum leave them alone.
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = sgd(trainable, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=args.lr_factor,
                                                            patience=args.lr_patience)
     return Trainer(args, model, optimizer, scheduler, grad_scaler(args.precision, args.devices[0].type), Position())

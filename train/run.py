@@ -23,8 +23,15 @@ from train import config  # no torch yet: --help and argument errors are answere
 from train.cli import UsageError, one_line
 
 
-def main(argv=None) -> int:
+def main(argv=None, own_process: bool = False) -> int:
+    """train/run.py with ``argv`` (default: the command line). ``own_process``: the process is
+    this run's alone, so on the CPU glibc's malloc may keep freed memory for it (train/malloc.py);
+    a caller sharing its process (a test, a notebook) keeps its malloc as it is."""
     args = config.parse_args(argv)
+    if own_process and (args.compare_cpu or args.devices[0].type == "cpu"):
+        from train.malloc import keep_freed_memory
+
+        keep_freed_memory()  # every step's large buffers stay mapped
     if args.compare_cpu:
         return compare_cpu(args)
     import torch.distributed as dist
@@ -146,4 +153,4 @@ def compare_cpu(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))
