@@ -17,6 +17,9 @@ from timing import block_shapes, floor_ms, interleaved_ms, median_ms, peak_extra
 import alexnet_kernels as ak
 
 SMOKE_SHAPES = [(2, 8, 13, 13)]
+# The default CPU run's three pools (torchvision's net at 64x64, batch 128): planes of 15x15,
+# 7x7 and 3x3, whose output rows are shorter than a vector.
+DEFAULT_RUN_SHAPES = [(128, 64, 15, 15), (128, 192, 7, 7), (128, 256, 3, 3)]
 
 
 def torch_pool(x):
@@ -70,3 +73,19 @@ def test_max_pool(full, device, cpu_batch, report, shape_i, dtype, backward):
             "torch extra MiB": peak_extra_mib(lambda: step(torch_pool, x, g, backward)),
         })
     report("max_pool2d 3x3/2" if device == "cuda" else "max_pool2d 3x3/2 (CPU)", row)
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("shape", DEFAULT_RUN_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_max_pool_default_run_cpu(full, device, report, shape, backward):
+    """The default CPU run's pools, fp32, ours beside torch's in turns (smoke: batch 2)."""
+    if device != "cpu":
+        pytest.skip("the default run on a GPU is the paper's net (test_max_pool's shapes)")
+    shape = shape if full else (2, *shape[1:])
+    x = torch.randn(shape).requires_grad_(backward)
+    g = torch.randn(torch_pool(x.detach()).shape)
+    torch.testing.assert_close(step(ours, x, g, backward), step(torch_pool, x, g, backward), rtol=0, atol=0)
+    t_ours, t_torch = interleaved_ms([lambda: step(ours, x, g, backward), lambda: step(torch_pool, x, g, backward)])
+    report("max_pool2d 3x3/2 (CPU)", {"shape": "x".join(map(str, shape)), "dtype": "float32",
+                                      "pass": "fwd+bwd" if backward else "fwd", "threads": torch.get_num_threads(),
+                                      "ours ms": t_ours, "torch ms": t_torch, "speedup": t_torch / t_ours})

@@ -23,6 +23,12 @@ CASES = [
     ((1, 1, 7, 7), 7, 1, 3, 1, False),            # window as large as the image
     ((4, 6, 5, 8), 2, 2, 0, 1, False),            # non-overlapping
     ((2, 3, 6, 6), 1, 1, 0, 1, False),            # 1x1
+    # 3x3/2 on planes whose output rows are shorter than a vector (torchvision's net at 64x64):
+    # 16 planes to a block on the CPU, the last block short
+    ((3, 7, 15, 15), 3, 2, 0, 1, False),
+    ((2, 17, 7, 7), 3, 2, 0, 1, False),
+    ((1, 33, 3, 3), 3, 2, 0, 1, False),
+    ((2, 9, 16, 16), 3, 2, 0, 1, False),          # even width: the last column in no window
 ]
 
 
@@ -80,11 +86,12 @@ def test_forward_backward_identical_to_torch(device, case, kind, dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision(device, dtype):
+@pytest.mark.parametrize("shape", [(4, 8, 27, 27), (3, 17, 15, 15)], ids=["27x27", "15x15"])
+def test_half_precision(device, dtype, shape):
     # Max is exact in any precision; the gradient sums (overlapping windows) are accumulated in
     # fp32 and rounded once, so they match an fp32 reference to the dtype's rounding.
     case = CASES[0]
-    x = make_x((4, 8, 27, 27), device, dtype, "ties")
+    x = make_x(shape, device, dtype, "ties")
     x32 = x.float().requires_grad_()
     ref = torch_pool(x32, case)
     g = make_x(ref.shape, device, dtype, seed=1)
@@ -244,3 +251,24 @@ def test_more_than_2_31_elements(device):
     F.max_pool2d(cr, 3, 2).backward(torch.ones(1, 1, 50, 50, device=device))
     # Row/column -101 also gets gradient from windows that start outside the corner: skip it.
     torch.testing.assert_close(x.grad[1:, :, -100:, -100:].float(), cr.grad[..., 1:, 1:], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["randn", "ties", "nan", "neginf"])
+def test_small_planes_with_gaps_between_rows_and_planes(kind):
+    """The CPU's small-plane 3x3/2 path reads planes and rows through their strides: a slice of
+    every other channel, rows padded to 19 columns, both."""
+    case = ((3, 34, 15, 15), 3, 2, 0, 1, False)
+    base = make_x((3, 34, 15, 19), "cpu", kind=kind)
+    for name, x in (("every other channel", base[:, ::2, :, :15].contiguous()),
+                    ("padded rows", base[:, :17, :, :15]),
+                    ("both", base[:, ::2, :, :15])):
+        assert x.stride(-1) == 1
+        ref_x = x.detach().clone().requires_grad_()
+        ref = torch_pool(ref_x, case)
+        g = make_x(ref.shape, "cpu", seed=1)
+        ref.backward(g)
+        xl = x.detach().requires_grad_()
+        y = ours(xl, case)
+        torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True, msg=name)
+        y.backward(g)
+        torch.testing.assert_close(xl.grad, ref_x.grad, rtol=0, atol=0, msg=name)

@@ -39,6 +39,8 @@ struct MaxPoolCpu {
   static void forward(const PoolFwdArgs<T>& a, const PlanOptions&) {
     if (a.channels_last) {
       forward_nhwc<T, acc_t>(a);
+    } else if (small_3x3s2(a.g) && a.xs.w == 1) {
+      forward_small_planes<T, acc_t>(a);
     } else {
       forward_planes<T, acc_t>(a);
     }
@@ -46,7 +48,9 @@ struct MaxPoolCpu {
 
   template <typename T, typename acc_t>
   static void backward(const PoolBwdArgs<T>& a, const PlanOptions&) {
-    const bool gather = a.index && pool_3x3s2(a.g) && a.dense;
+    // Small NCHW planes scatter: the gather's rows are too short to vectorize, and it visits
+    // every input where the scatter visits every output (a quarter as many at stride 2).
+    const bool gather = a.index && pool_3x3s2(a.g) && a.dense && (a.channels_last || !small_3x3s2(a.g));
     if (a.channels_last) {
       gather ? gather_nhwc_3x3s2<T, acc_t>(a) : backward_nhwc<T, acc_t>(a);
     } else {
@@ -57,6 +61,74 @@ struct MaxPoolCpu {
  private:
   // Planes per task: about 16K outputs.
   static int64_t grain(int64_t per_plane) { return std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(per_plane, 1)); }
+
+  // Planes whose output rows are shorter than a vector (torchvision's net at 64x64 pools 15x15,
+  // 7x7 and 3x3 planes: rows of 7, 3 and 1): along the row the forward would run scalar, with a
+  // branch on every tap.
+  static constexpr int kSmallOW = 8;
+  static bool small_3x3s2(const PoolGeom& g) { return pool_3x3s2_inside(g) && g.OW < kSmallOW; }
+
+  // ---- forward, NCHW, small planes ----
+  // kLanes planes at a time, transposed into an [H * W][kLanes] tile (14 KB at 15x15 in fp32:
+  // L1), so that each of a window's 9 taps, scanned in torch's order, updates kLanes running
+  // maxima at once: the channels_last forward's loop, over planes. x is read once and y and
+  // the index written once; the tile stays in L1.
+  static constexpr int kLanes = 16;
+
+  // max_pool.h's pool_take on kLanes lanes, in the form GCC turns into vector compares and
+  // selects (pool_take's short-circuit || keeps a branch per lane).
+  template <typename acc_t>
+  static void take_lanes(const acc_t* __restrict__ v, int tap, acc_t* __restrict__ best, int32_t* __restrict__ pos) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      const bool take = (v[l] > best[l]) | (v[l] != v[l]);
+      best[l] = take ? v[l] : best[l];
+      pos[l] = take ? tap : pos[l];
+    }
+  }
+
+  template <typename T, typename acc_t>
+  static void forward_small_planes(const PoolFwdArgs<T>& a) {
+    const PoolGeom& g = a.g;
+    const int64_t planes = a.N * a.C, blocks = (planes + kLanes - 1) / kLanes;
+    const int HW = g.H * g.W;
+    at::parallel_for(0, blocks, grain(int64_t(g.OH) * g.OW * kLanes), [&](int64_t begin, int64_t end) {
+      // In a last block of fewer planes the lanes past them hold earlier values: pooled, not stored.
+      std::vector<acc_t> tile(int64_t(HW) * kLanes, acc_t(0));
+      int64_t xo[kLanes], yo[kLanes];
+      for (int64_t blk = begin; blk < end; ++blk) {
+        const int64_t p0 = blk * kLanes;
+        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, planes - p0));
+        for (int l = 0; l < lanes; ++l) {
+          const int64_t n = (p0 + l) / a.C, c = (p0 + l) % a.C;
+          xo[l] = n * a.xs.n + c * a.xs.c;
+          yo[l] = n * a.ys.n + c * a.ys.c;
+          const T* x = a.x + xo[l];
+          for (int h = 0; h < g.H; ++h) {
+            for (int w = 0; w < g.W; ++w) tile[(h * g.W + w) * kLanes + l] = static_cast<acc_t>(x[h * a.xs.h + w]);
+          }
+        }
+        for (int oh = 0; oh < g.OH; ++oh) {
+          for (int ow = 0; ow < g.OW; ++ow) {
+            acc_t best[kLanes];
+            int32_t pos[kLanes];
+            const acc_t* t0 = tile.data() + (2 * oh * g.W + 2 * ow) * kLanes;
+            // The scan from -inf takes the first tap whatever it is (-inf, NaN or any other).
+            for (int l = 0; l < kLanes; ++l) {
+              best[l] = t0[l];
+              pos[l] = 0;
+            }
+            for (int tap = 1; tap < 9; ++tap) take_lanes(t0 + ((tap / 3) * g.W + tap % 3) * kLanes, tap, best, pos);
+            const int64_t o = oh * a.ys.h + ow * a.ys.w;
+            for (int l = 0; l < lanes; ++l) a.y[yo[l] + o] = static_cast<T>(best[l]);
+            if (a.index) {
+              for (int l = 0; l < lanes; ++l) a.index[yo[l] + o] = static_cast<uint8_t>(pos[l]);
+            }
+          }
+        }
+      }
+    });
+  }
 
   // ---- forward, NCHW ----
   template <typename T, typename acc_t>
