@@ -13,7 +13,7 @@ autograd's sequence numbers, so every kernel lands in one family:
     <layer> fwd / bwd     the layer's other kernels: cuDNN for the convolutions, GEMMs for the fc
                           layers, torch's ops for LRN, pooling, ReLU and dropout in the torch backend
     copies and casts      copy_, to, autocast's casts, memcpy and memset
-    optimizer             SGD's step (torch's foreach kernels)
+    optimizer             SGD's step (torch's fused kernel)
     loss                  cross-entropy and its gradient
     other                 anything left (its kernels are named in the markdown's footnote)
 
