@@ -43,7 +43,7 @@ SMOKE = dict(batch=2, sizes={"paper": 227, "torchvision": 64}, warmup=0, iters=1
 @pytest.fixture(autouse=True, scope="module")
 def malloc_as_train_run():
     """The CPU steps with glibc's malloc set as train/run.py sets it (train/malloc.py): without it
-    a step spends about a fifth of its time faulting its large buffers back in. For the rest of
+    a step spends about a fifth of its CPU time faulting its large buffers back in. For the rest of
     the process: glibc cannot be put back as it was."""
     keep_freed_memory()
 

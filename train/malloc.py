@@ -5,13 +5,14 @@ fresh pages from mmap, and unmaps them when it is freed. A training step allocat
 the same large buffers every time: the fully connected layers' weight gradients (151 MB for fc6
 of torchvision's net, 67 MB for fc7) and whatever else passes 32 MB. Each step then faults
 every page of them back in, and the kernel zeroes each one. On the 2-core machine of
-bench/RESULTS.md the default run's step took 110,000 page faults and about a fifth of its time
-in the kernel. With every allocation served from the heap and the heap never trimmed, freed
-buffers stay mapped and the next step reuses them: no faults after the first step.
+bench/RESULTS.md the default run's step took 110,000 page faults and spent about a fifth of its
+CPU time in the kernel. With every allocation served from the heap and the heap never trimmed,
+freed buffers stay mapped and the next step reuses them: no faults after the first few steps.
 
-The cost is that the process keeps its peak memory until it exits, which a training run (its
-peak is every step's) does anyway. PyTorch's CPU tuning guide reaches the same end by
-preloading jemalloc or tcmalloc; this needs nothing installed.
+The cost: the process keeps its peak memory until it exits (a training run reaches its peak
+every step anyway), and the heap's fragments add some (9% more resident memory in the default
+run). PyTorch's CPU tuning guide reaches the same end by preloading jemalloc or tcmalloc; this
+needs nothing installed.
 """
 import ctypes
 
